@@ -1,0 +1,187 @@
+//! `FlowControl`: the write-side pause/resume edge shared by every transport kind.
+//!
+//! The rule (asyncio's, spec §3): the protocol is paused when the write buffer grows
+//! **strictly above** `high` and resumed when it drains to **at most** `low`; at most one
+//! pause per episode, strictly alternating with resume.
+//!
+//! The *current* state ([`FlowControl::is_paused`], what `is_writing_paused()` reports) is
+//! decided at once, inside the call that changed the size. The *protocol's view* — which
+//! callbacks it has been given — is kept apart, and [`FlowControl::poll_edge`] hands out the
+//! callbacks that bring the view up to date (DESIGN.md §4): pause then resume when a whole
+//! episode happened before delivery (a protocol that saw `is_writing_paused()` must hear
+//! the resume), never a resume without its pause, and after an abort or fatal error only a
+//! pause that already happened.
+
+use crate::{WriteBufferLimits, WriteError};
+
+/// A flow-control callback to deliver to the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEdge {
+    /// Deliver `pause_writing`.
+    Pause,
+    /// Deliver `resume_writing`.
+    Resume,
+}
+
+/// Write-buffer limits, the paused state and the protocol's view of it.
+///
+/// The transport owns the byte count of its queue and passes it in (`queued`); the size
+/// compared against the limits is `queued + external_pending`, where *external pending*
+/// counts bytes held elsewhere on the transport's behalf (a TLS engine's ciphertext, a
+/// cross-task command queue).
+///
+/// ```
+/// use aioport::{FlowControl, FlowEdge, WriteBufferLimits};
+/// let mut fc = FlowControl::new(WriteBufferLimits::new(Some(4), Some(2)).unwrap());
+/// fc.check(4); // equal to high: no pause
+/// assert!(!fc.is_paused());
+/// fc.check(5); // above high: paused at once
+/// assert!(fc.is_paused());
+/// fc.check(2); // at low: resumed
+/// // The protocol saw neither edge yet: it gets both, in order.
+/// assert_eq!(fc.poll_edge(), Some(FlowEdge::Pause));
+/// assert_eq!(fc.poll_edge(), Some(FlowEdge::Resume));
+/// assert_eq!(fc.poll_edge(), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FlowControl {
+    limits: WriteBufferLimits,
+    hard_limit: Option<usize>,
+    external_pending: usize,
+    paused: bool,
+    view_paused: bool,
+    /// A whole pause→resume episode happened while the protocol's view was "not paused".
+    pulse: bool,
+    /// Abort or fatal error: the size no longer moves the state, and only a pause that
+    /// already happened is still delivered.
+    frozen: bool,
+}
+
+impl FlowControl {
+    /// Not paused, no external pending bytes, no hard limit.
+    pub fn new(limits: WriteBufferLimits) -> Self {
+        FlowControl {
+            limits,
+            hard_limit: None,
+            external_pending: 0,
+            paused: false,
+            view_paused: false,
+            pulse: false,
+            frozen: false,
+        }
+    }
+
+    /// The current limits.
+    pub fn limits(&self) -> WriteBufferLimits {
+        self.limits
+    }
+
+    /// True from the moment the size went above `high` until it came back to `<= low`:
+    /// what `is_writing_paused()` reports, independent of callback delivery.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Bytes held on the transport's behalf outside its queue.
+    pub fn external_pending(&self) -> usize {
+        self.external_pending
+    }
+
+    /// The size compared against the limits: `queued + external_pending`.
+    pub fn size(&self, queued: usize) -> usize {
+        queued.saturating_add(self.external_pending)
+    }
+
+    /// Re-checks both edges against `queued + external_pending`. Called after every change
+    /// of the size (write, flush) and by the setters below.
+    pub fn check(&mut self, queued: usize) {
+        if self.frozen {
+            return;
+        }
+        let size = self.size(queued);
+        if !self.paused && size > self.limits.high() {
+            self.paused = true;
+        } else if self.paused && size <= self.limits.low() {
+            self.paused = false;
+            if !self.view_paused {
+                self.pulse = true;
+            }
+        }
+    }
+
+    /// Replaces the limits and re-checks **both** edges (asyncio re-checks only the pause
+    /// edge; DESIGN.md §5).
+    pub fn set_limits(&mut self, limits: WriteBufferLimits, queued: usize) {
+        self.limits = limits;
+        self.check(queued);
+    }
+
+    /// Sets the external pending count and re-checks both edges.
+    pub fn set_external_pending(&mut self, external: usize, queued: usize) {
+        self.external_pending = external;
+        self.check(queued);
+    }
+
+    /// The optional hard limit on the size; `None` (the default) is unbounded, as asyncio.
+    pub fn hard_limit(&self) -> Option<usize> {
+        self.hard_limit
+    }
+
+    /// Sets or removes the hard limit. Writes that would take the size above it fail with
+    /// [`WriteError::BufferFull`].
+    pub fn set_hard_limit(&mut self, limit: Option<usize>) {
+        self.hard_limit = limit;
+    }
+
+    /// Refuses a write of `len` bytes that would take the size above the hard limit.
+    ///
+    /// The whole length counts, even if the socket might take part of it at once: a write
+    /// is accepted or refused as a whole, never half-sent and then refused.
+    pub fn admit(&self, queued: usize, len: usize) -> Result<(), WriteError> {
+        match self.hard_limit {
+            Some(limit) if self.size(queued).saturating_add(len) > limit => {
+                Err(WriteError::BufferFull { buffered: self.size(queued), len, limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// True when [`poll_edge`](Self::poll_edge) would return a callback.
+    pub fn has_edge(&self) -> bool {
+        if self.frozen {
+            self.paused && !self.view_paused
+        } else {
+            self.view_paused != self.paused || self.pulse
+        }
+    }
+
+    /// The next flow-control callback to deliver, bringing the protocol's view one step
+    /// closer to the current state. Edges strictly alternate.
+    #[must_use]
+    pub fn poll_edge(&mut self) -> Option<FlowEdge> {
+        if !self.has_edge() {
+            return None;
+        }
+        // Either the view lags the state, or a whole episode is owed (pause first).
+        self.view_paused = !self.view_paused;
+        if self.view_paused == self.paused {
+            self.pulse = false;
+        }
+        Some(if self.view_paused { FlowEdge::Pause } else { FlowEdge::Resume })
+    }
+
+    /// After an abort or a fatal error: the size no longer moves the state; a pause that
+    /// already happened is still delivered, a resume never is (asyncio, spec §3.10).
+    pub fn freeze(&mut self) {
+        self.frozen = true;
+        self.pulse = false;
+    }
+
+    /// True after [`freeze`](Self::freeze).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! Handles: generational indices naming a transport in a loop.
+//!
+//! The driver works with the untyped [`Handle`] (its socket table is keyed by it); user code
+//! works with typed handles ([`StreamHandle`], [`ReadPipeHandle`], [`WritePipeHandle`]) so
+//! that writing to a read-only pipe does not compile. A handle whose transport was removed is
+//! *stale*: every call with it returns a typed error, never a panic, and a slot reused for a
+//! new transport gets a new generation, so an old handle never reaches the new transport.
+
+use std::fmt;
+
+/// The untyped name of a transport: a slot index and the slot's generation.
+///
+/// Drivers key their socket tables by it ([`Handle::index`] is dense, suitable for a `Vec`
+/// or slab index).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle {
+    index: u32,
+    generation: u32,
+}
+
+impl Handle {
+    /// Builds a handle from its parts. Only the registry hands out live handles; this
+    /// exists for drivers that store handles in raw form, and for tests of transports used
+    /// without a registry.
+    pub const fn from_raw(index: u32, generation: u32) -> Self {
+        Handle { index, generation }
+    }
+
+    /// The slot index: dense and small, reused after the transport is removed.
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation: bumped every time the slot is reused.
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.index, self.generation)
+    }
+}
+
+macro_rules! typed_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Handle);
+
+        impl $name {
+            /// Wraps an untyped handle. The registry checks the kind on every call, so a
+            /// wrongly typed handle is an error, never undefined behaviour.
+            pub const fn from_handle(h: Handle) -> Self {
+                $name(h)
+            }
+
+            /// The untyped handle (what the driver sees).
+            pub const fn handle(self) -> Handle {
+                self.0
+            }
+        }
+
+        impl From<$name> for Handle {
+            fn from(h: $name) -> Handle {
+                h.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+typed_handle!(
+    /// A bidirectional stream transport (TCP, Unix stream socket, socket pair).
+    StreamHandle
+);
+typed_handle!(
+    /// The read-only half of a pipe (`connect_read_pipe`, a child's stdout or stderr).
+    ReadPipeHandle
+);
+typed_handle!(
+    /// The write-only half of a pipe (`connect_write_pipe`, a child's stdin).
+    WritePipeHandle
+);
+
+/// Handles whose transport accepts writes: streams and write pipes.
+pub trait WriteHandle: Copy + Into<Handle> {}
+impl WriteHandle for StreamHandle {}
+impl WriteHandle for WritePipeHandle {}
+
+/// Handles whose transport delivers data: streams and read pipes.
+pub trait ReadHandle: Copy + Into<Handle> {}
+impl ReadHandle for StreamHandle {}
+impl ReadHandle for ReadPipeHandle {}
+
+impl From<Handle> for StreamHandle {
+    fn from(h: Handle) -> Self {
+        StreamHandle(h)
+    }
+}

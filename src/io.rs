@@ -1,0 +1,42 @@
+//! The driver's side of I/O: the [`Io`] trait and [`Interest`].
+
+use std::io::{self, IoSlice};
+
+use crate::Handle;
+
+/// What the core asks of the driver's sockets. A driver implements it over **its socket
+/// table only** (never over the struct that also holds the registry, or the borrows
+/// collide) and passes it as `&mut dyn Io` to every core call that can run a callback.
+///
+/// Every method names the transport by its [`Handle`]. Results follow `std::io`:
+/// `Err(WouldBlock)` means "not now, I will report readiness"; any other error is fatal
+/// for that transport and ends it with `connection_lost(Some(err))`.
+///
+/// A completion-based driver (io_uring, IOCP) that cannot send synchronously implements
+/// [`try_send`](Io::try_send) as `Err(WouldBlock)` and moves bytes with
+/// `poll_transmit` / `handle_sent`; the flow-control rules stay the same.
+pub trait Io {
+    /// Sends from `bufs` in order (one vectored write). Returns how many bytes the socket
+    /// took; must not exceed the total length of `bufs`.
+    fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Receives into `buf`. `Ok(0)` with a non-empty `buf` is the peer's EOF.
+    fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Shuts down the write side (`shutdown(SHUT_WR)`): called once, after the queue
+    /// drained following `write_eof()`.
+    fn shutdown_write(&mut self, h: Handle) -> io::Result<()>;
+
+    /// Closes the socket or pipe. Called exactly once per transport; after it the driver
+    /// reports nothing more for `h` (any such call returns `DriverError::Closed`).
+    fn close(&mut self, h: Handle);
+}
+
+/// What a transport wants from the driver's readiness source right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interest {
+    /// The transport would read if the socket were readable.
+    pub read: bool,
+    /// The transport has queued bytes to send.
+    pub write: bool,
+}

@@ -1,0 +1,574 @@
+//! The send queue: bytes accepted by `write` that the socket has not taken yet.
+//!
+//! A [`SendQueue`] is a deque of chunks handed to the socket as one vectored write
+//! ([`SendQueue::fill_io_slices`]) and trimmed by however many bytes the socket took
+//! ([`SendQueue::consume`]). Four choices shape it:
+//!
+//! * **Zero copy for `Bytes`.** [`SendQueue::push_bytes`] queues the caller's [`Bytes`]
+//!   as is (a refcount, no copy), so large payloads go from the protocol to `writev`
+//!   untouched. Only tiny ones are copied, and only into spare room that already exists,
+//!   because a copy of a few hundred bytes is cheaper than an extra iovec per syscall.
+//! * **Coalescing for copies.** [`SendQueue::push_slice`] must copy anyway, so it appends
+//!   to the tail buffer while that stays small: a protocol writing many little frames
+//!   then costs one iovec instead of hundreds, and `IOV_MAX` is rarely the limit.
+//! * **A caller-owned pool.** Buffers and deques of drained queues go to a [`SendPool`]
+//!   (owned by whoever owns many queues, e.g. the loop registry), and new writes take
+//!   them back, so a transport in steady state performs no allocator calls at all.
+//! * **An idle queue holds no heap.** The moment a queue drains, its deque and buffers
+//!   return to the pool. A server with many idle connections therefore pays only for
+//!   the pool (a few buffers in total), not for one buffer per connection.
+//!
+//! Two CPython bugs are designed out: a zero-length chunk is never queued (a zero-length
+//! iovec that never drains, gh-155888), and a partially sent chunk keeps its unsent tail
+//! at the head of the queue (gh-146507).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::IoSlice;
+use std::mem;
+
+use bytes::{Buf, Bytes};
+
+/// `push_bytes` copies a chunk this small into the tail's spare capacity: below this, one
+/// memcpy is cheaper than one more iovec (and one more refcount to drop later).
+const COPY_BYTES_MAX: usize = 512;
+
+/// `push_slice` grows the tail buffer (even by reallocating) while its live bytes stay
+/// within this; beyond it, a fresh chunk avoids re-copying an already large buffer.
+const COALESCE_MAX: usize = 16 * 1024;
+
+/// A fresh owned buffer gets at least this capacity, so the small writes that follow it
+/// coalesce without reallocating and the pooled buffer suits most later writes.
+const MIN_BUFFER_CAPACITY: usize = 4 * 1024;
+
+/// Buffers (and deques, by their byte size) larger than this are freed instead of pooled,
+/// so one burst of huge writes does not pin that memory for the life of the pool.
+const POOL_CAPACITY_MAX: usize = 1024 * 1024;
+
+/// A reusable buffer handed between drained queues and new writes, so an idle transport
+/// holds no heap memory and the next message costs no allocation.
+///
+/// It keeps at most `max_buffers` cleared byte buffers and at most `max_buffers` empty
+/// chunk deques, each with its capacity intact. One pool serves many queues; it is owned
+/// by the caller and passed to every queue operation that may take or return memory.
+pub struct SendPool {
+    buffers: Vec<Vec<u8>>,
+    deques: Vec<VecDeque<Chunk>>,
+    max_buffers: usize,
+}
+
+impl SendPool {
+    /// An empty pool that keeps at most `max_buffers` buffers of each kind.
+    pub fn new(max_buffers: usize) -> Self {
+        SendPool { buffers: Vec::new(), deques: Vec::new(), max_buffers }
+    }
+
+    /// Heap bytes held by the pool: pooled buffers and deques plus its own bookkeeping.
+    ///
+    /// Together with [`SendQueue::heap_bytes`] of every queue this accounts for all the
+    /// memory the send path holds.
+    pub fn heap_bytes(&self) -> usize {
+        let buffers: usize = self.buffers.iter().map(Vec::capacity).sum();
+        let deques: usize = self.deques.iter().map(deque_heap_bytes).sum();
+        buffers
+            + deques
+            + self.buffers.capacity() * mem::size_of::<Vec<u8>>()
+            + self.deques.capacity() * mem::size_of::<VecDeque<Chunk>>()
+    }
+
+    /// An empty buffer with capacity for at least `need` bytes.
+    fn take_buffer(&mut self, need: usize) -> Vec<u8> {
+        // Best fit keeps the big buffers for the big writes that need them.
+        let fit = (0..self.buffers.len())
+            .filter(|&i| self.buffers[i].capacity() >= need)
+            .min_by_key(|&i| self.buffers[i].capacity());
+        if let Some(i) = fit {
+            return self.buffers.swap_remove(i);
+        }
+        let want = need.max(MIN_BUFFER_CAPACITY);
+        // Growing the largest pooled buffer costs one reallocation, like a fresh buffer
+        // would, but stops undersized buffers from lingering in the pool.
+        let largest = (0..self.buffers.len()).max_by_key(|&i| self.buffers[i].capacity());
+        match largest {
+            Some(i) => {
+                let mut buf = self.buffers.swap_remove(i);
+                buf.reserve_exact(want);
+                buf
+            }
+            None => Vec::with_capacity(want),
+        }
+    }
+
+    /// Takes back a buffer whose bytes were all sent.
+    fn put_buffer(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap > 0 && cap <= POOL_CAPACITY_MAX && self.buffers.len() < self.max_buffers {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
+
+    /// An empty deque, with capacity if the pool had one.
+    fn take_deque(&mut self) -> VecDeque<Chunk> {
+        self.deques.pop().unwrap_or_default()
+    }
+
+    /// Takes back the deque of a queue that just drained.
+    fn put_deque(&mut self, deque: VecDeque<Chunk>) {
+        debug_assert!(deque.is_empty());
+        let bytes = deque_heap_bytes(&deque);
+        if bytes > 0 && bytes <= POOL_CAPACITY_MAX && self.deques.len() < self.max_buffers {
+            self.deques.push(deque);
+        }
+    }
+}
+
+impl Default for SendPool {
+    fn default() -> Self {
+        SendPool::new(16)
+    }
+}
+
+impl fmt::Debug for SendPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendPool")
+            .field("buffers", &self.buffers.len())
+            .field("deques", &self.deques.len())
+            .field("max_buffers", &self.max_buffers)
+            .finish()
+    }
+}
+
+fn deque_heap_bytes(deque: &VecDeque<Chunk>) -> usize {
+    deque.capacity() * mem::size_of::<Chunk>()
+}
+
+/// One queued chunk.
+enum Chunk {
+    Shared(Bytes),
+    Owned { buf: Vec<u8>, start: usize },
+}
+
+impl Chunk {
+    /// The bytes not sent yet; never empty while queued.
+    fn live(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(bytes) => bytes,
+            Chunk::Owned { buf, start } => &buf[*start..],
+        }
+    }
+
+    /// Drops the first `n` live bytes, `n` < live length, without allocating.
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Shared(bytes) => bytes.advance(n),
+            Chunk::Owned { start, .. } => *start += n,
+        }
+    }
+}
+
+/// Queued outbound bytes.
+///
+/// Chunks are either the caller's [`Bytes`] (zero copy) or buffers owned by the queue
+/// (copies, coalesced). Every operation that may need or free memory takes the caller's
+/// [`SendPool`]; an empty queue holds no heap memory.
+pub struct SendQueue {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+impl SendQueue {
+    /// An empty queue; holds no heap memory.
+    pub const fn new() -> Self {
+        SendQueue { chunks: VecDeque::new(), len: 0 }
+    }
+
+    /// Total queued bytes, O(1).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `data` without copying (small chunks may be coalesced into the tail).
+    ///
+    /// A chunk of at most 512 bytes is copied into the tail buffer when that has the
+    /// spare capacity already; anything else is queued as the `Bytes` itself. Empty
+    /// `data` is ignored.
+    pub fn push_bytes(&mut self, data: Bytes, pool: &mut SendPool) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if data.len() <= COPY_BYTES_MAX
+            && let Some(Chunk::Owned { buf, .. }) = self.chunks.back_mut()
+            && buf.capacity() - buf.len() >= data.len()
+        {
+            buf.extend_from_slice(&data);
+            return;
+        }
+        self.push_chunk(Chunk::Shared(data), pool);
+    }
+
+    /// Queues a copy of `data`.
+    ///
+    /// The copy goes into the tail buffer when it fits that buffer's capacity, or when
+    /// the tail stays small (16 KiB of unsent bytes) even after growing; otherwise into a
+    /// new buffer, taken from `pool` when it has one. Empty `data` is ignored.
+    pub fn push_slice(&mut self, data: &[u8], pool: &mut SendPool) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if let Some(Chunk::Owned { buf, start }) = self.chunks.back_mut() {
+            if buf.capacity() - buf.len() >= data.len() {
+                buf.extend_from_slice(data);
+                return;
+            }
+            let live = buf.len() - *start;
+            if live + data.len() <= COALESCE_MAX {
+                if live + data.len() <= buf.capacity() {
+                    // The tail is also a partly sent head: reclaim the sent prefix
+                    // instead of reallocating.
+                    buf.drain(..*start);
+                    *start = 0;
+                }
+                buf.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut buf = pool.take_buffer(data.len());
+        buf.extend_from_slice(data);
+        self.push_chunk(Chunk::Owned { buf, start: 0 }, pool);
+    }
+
+    /// Fills `out` with the queued chunks in order; returns how many slices were filled.
+    ///
+    /// Each slice is the unsent part of one chunk and is never empty. At most
+    /// `out.len()` slices are filled, so the caller's array (sized to its `IOV_MAX`)
+    /// is the only limit; nothing is allocated.
+    pub fn fill_io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in out.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk.live());
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Removes the first `n` bytes; `n <= len()` (checked by the caller).
+    ///
+    /// Fully sent chunks are dropped (owned buffers go back to `pool`); a partly sent
+    /// chunk stays at the head with only its unsent tail. When the queue drains, its
+    /// deque goes to `pool` too, so it holds no heap memory.
+    pub fn consume(&mut self, n: usize, pool: &mut SendPool) {
+        debug_assert!(n <= self.len, "consume({n}) with only {} queued", self.len);
+        // Clamped so a caller bug in release builds cannot desync `len` from the chunks.
+        let mut left = n.min(self.len);
+        self.len -= left;
+        while left > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let live = front.live().len();
+            if left < live {
+                front.advance(left);
+                break;
+            }
+            left -= live;
+            if let Some(Chunk::Owned { buf, .. }) = self.chunks.pop_front() {
+                pool.put_buffer(buf);
+            }
+        }
+        if self.len == 0 {
+            self.release_deque(pool);
+        }
+    }
+
+    /// Drops everything queued, returning buffers to the pool.
+    ///
+    /// Afterwards the queue holds no heap memory.
+    pub fn clear(&mut self, pool: &mut SendPool) {
+        for chunk in self.chunks.drain(..) {
+            if let Chunk::Owned { buf, .. } = chunk {
+                pool.put_buffer(buf);
+            }
+        }
+        self.len = 0;
+        self.release_deque(pool);
+    }
+
+    /// Heap bytes held by this queue (capacity of its buffers), for memory accounting.
+    ///
+    /// Counts the deque's capacity and every owned buffer's capacity, O(chunks). Shared
+    /// `Bytes` are not counted: their memory belongs to whoever created them.
+    pub fn heap_bytes(&self) -> usize {
+        let owned: usize = self
+            .chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Shared(_) => 0,
+                Chunk::Owned { buf, .. } => buf.capacity(),
+            })
+            .sum();
+        deque_heap_bytes(&self.chunks) + owned
+    }
+
+    /// Appends a non-empty chunk; `len` is the caller's to update.
+    fn push_chunk(&mut self, chunk: Chunk, pool: &mut SendPool) {
+        if self.chunks.capacity() == 0 {
+            self.chunks = pool.take_deque();
+        }
+        self.chunks.push_back(chunk);
+    }
+
+    /// Hands the (empty) deque to the pool so the idle queue holds no heap.
+    fn release_deque(&mut self, pool: &mut SendPool) {
+        if self.chunks.capacity() > 0 {
+            pool.put_deque(mem::take(&mut self.chunks));
+        }
+    }
+}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        SendQueue::new()
+    }
+}
+
+impl fmt::Debug for SendQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendQueue")
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes `fill_io_slices` exposes with an array of `iov` slots.
+    fn exposed(q: &SendQueue, iov: usize) -> Vec<u8> {
+        let mut slots = vec![IoSlice::new(&[]); iov];
+        let n = q.fill_io_slices(&mut slots);
+        assert!(slots[..n].iter().all(|s| !s.is_empty()), "empty iovec queued");
+        slots[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    fn slice_count(q: &SendQueue) -> usize {
+        q.fill_io_slices(&mut [IoSlice::new(&[]); 64])
+    }
+
+    #[test]
+    fn order_preserved_across_shared_and_owned() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        q.push_slice(b"ab", &mut pool);
+        q.push_bytes(Bytes::from(vec![b'c'; 600]), &mut pool);
+        q.push_slice(b"de", &mut pool);
+        q.push_bytes(Bytes::from_static(b"fg"), &mut pool);
+        let mut want = b"ab".to_vec();
+        want.extend([b'c'; 600]);
+        want.extend(b"defg");
+        assert_eq!(q.len(), want.len());
+        assert_eq!(exposed(&q, 64), want);
+        // "fg" was small and fit the spare room of the "de" buffer.
+        assert_eq!(slice_count(&q), 3);
+    }
+
+    #[test]
+    fn coalescing_reduces_slice_count() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        for i in 0..100u8 {
+            q.push_slice(&[i; 100], &mut pool);
+        }
+        // 10_000 bytes stay under the coalescing limit: a single buffer.
+        assert_eq!(slice_count(&q), 1);
+        assert_eq!(q.len(), 10_000);
+        // A large Bytes is never copied, even with spare room in the tail.
+        q.push_bytes(Bytes::from(vec![0; COPY_BYTES_MAX + 1]), &mut pool);
+        assert_eq!(slice_count(&q), 2);
+        // Past the limit, a copy starts a new chunk instead of growing the tail.
+        q.push_slice(&vec![1; COALESCE_MAX], &mut pool);
+        q.push_slice(&vec![2; COALESCE_MAX], &mut pool);
+        assert_eq!(slice_count(&q), 4);
+    }
+
+    #[test]
+    fn partial_consume_keeps_unsent_tail() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        q.push_bytes(Bytes::from_static(b"hello world"), &mut pool);
+        q.push_slice(b"!!", &mut pool);
+        q.consume(6, &mut pool);
+        assert_eq!(q.len(), 7);
+        assert_eq!(exposed(&q, 8), b"world!!");
+        q.consume(4, &mut pool);
+        assert_eq!(exposed(&q, 8), b"d!!");
+        q.consume(2, &mut pool);
+        assert_eq!(exposed(&q, 8), b"!");
+    }
+
+    #[test]
+    fn consume_across_chunk_boundaries() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        for part in [&b"aaaa"[..], b"bbbb", b"cccc"] {
+            q.push_bytes(Bytes::copy_from_slice(part), &mut pool);
+        }
+        assert_eq!(slice_count(&q), 3);
+        q.consume(9, &mut pool);
+        assert_eq!(slice_count(&q), 1);
+        assert_eq!(exposed(&q, 8), b"ccc");
+        q.consume(3, &mut pool);
+        assert!(q.is_empty());
+        assert_eq!(slice_count(&q), 0);
+    }
+
+    #[test]
+    fn empty_pushes_are_ignored() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        q.push_slice(b"", &mut pool);
+        q.push_bytes(Bytes::new(), &mut pool);
+        assert!(q.is_empty());
+        assert_eq!(slice_count(&q), 0);
+        assert_eq!(q.heap_bytes(), 0);
+        q.push_bytes(Bytes::from_static(b"x"), &mut pool);
+        q.push_bytes(Bytes::new(), &mut pool);
+        q.push_slice(b"", &mut pool);
+        assert_eq!(slice_count(&q), 1);
+    }
+
+    #[test]
+    fn drained_queue_holds_no_heap_and_reuses_pool() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        q.push_slice(&[7; 100], &mut pool);
+        q.push_bytes(Bytes::from(vec![8; 4000]), &mut pool);
+        q.push_slice(&[9; 5000], &mut pool);
+        assert!(q.heap_bytes() >= MIN_BUFFER_CAPACITY + 5000);
+        q.consume(q.len(), &mut pool);
+        assert_eq!(q.heap_bytes(), 0);
+        assert_eq!((pool.buffers.len(), pool.deques.len()), (2, 1));
+        let pooled = pool.heap_bytes();
+
+        // The next write takes memory back from the pool instead of allocating.
+        q.push_slice(&[1; 3000], &mut pool);
+        assert_eq!((pool.buffers.len(), pool.deques.len()), (1, 0));
+        assert!(pool.heap_bytes() < pooled);
+        q.clear(&mut pool);
+        assert!(q.is_empty());
+        assert_eq!(q.heap_bytes(), 0);
+        assert_eq!((pool.buffers.len(), pool.deques.len()), (2, 1));
+    }
+
+    #[test]
+    fn pool_cap_honoured() {
+        let mut pool = SendPool::new(2);
+        let mut queues: Vec<SendQueue> = (0..4).map(|_| SendQueue::new()).collect();
+        for q in &mut queues {
+            q.push_slice(&[0; 10], &mut pool);
+            q.push_bytes(Bytes::from(vec![0; 1000]), &mut pool);
+            q.push_slice(&[0; 20_000], &mut pool);
+        }
+        for q in &mut queues {
+            q.clear(&mut pool);
+        }
+        assert_eq!((pool.buffers.len(), pool.deques.len()), (2, 2));
+
+        let mut pool = SendPool::new(4);
+        let mut q = SendQueue::new();
+        q.push_slice(&vec![0; POOL_CAPACITY_MAX + 1], &mut pool);
+        q.consume(q.len(), &mut pool);
+        assert!(pool.buffers.is_empty(), "oversized buffer was pooled");
+        assert_eq!(pool.deques.len(), 1);
+
+        let mut pool = SendPool::new(0);
+        q.push_slice(b"x", &mut pool);
+        q.clear(&mut pool);
+        assert_eq!(pool.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn one_slice_array_still_makes_progress() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        let mut want: Vec<u8> = Vec::new();
+        for i in 0..5u8 {
+            let part = vec![i; 700];
+            want.extend(&part);
+            q.push_bytes(Bytes::from(part), &mut pool);
+        }
+        let mut got: Vec<u8> = Vec::new();
+        while !q.is_empty() {
+            let first = exposed(&q, 1);
+            assert!(!first.is_empty());
+            // The socket takes at most 300 bytes at a time.
+            let n = first.len().min(300);
+            got.extend(&first[..n]);
+            q.consume(n, &mut pool);
+        }
+        assert_eq!(got, want);
+        assert_eq!(q.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn randomized_against_vec_model() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let shared = Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<u8>>());
+        let mut pool = SendPool::new(4);
+        let mut q = SendQueue::new();
+        let mut model: Vec<u8> = Vec::new();
+        for step in 0..20_000 {
+            // Mostly small writes, sometimes big ones crossing every threshold.
+            let size = match next(10) {
+                0 => next(70_000),
+                1..=3 => next(COPY_BYTES_MAX * 2),
+                _ => next(64),
+            };
+            match next(8) {
+                0..=1 => {
+                    let at = next(shared.len() - size + 1);
+                    let data = shared.slice(at..at + size);
+                    model.extend_from_slice(&data);
+                    q.push_bytes(data, &mut pool);
+                }
+                2..=3 => {
+                    let data: Vec<u8> = (0..size).map(|i| (step + i) as u8).collect();
+                    model.extend_from_slice(&data);
+                    q.push_slice(&data, &mut pool);
+                }
+                4 if next(50) == 0 => {
+                    q.clear(&mut pool);
+                    model.clear();
+                }
+                _ => {
+                    let seen = exposed(&q, 1 + next(8));
+                    assert_eq!(seen[..], model[..seen.len()], "step {step}");
+                    assert_eq!(seen.is_empty(), model.is_empty());
+                    let n = if next(4) == 0 { seen.len() } else { next(seen.len() + 1) };
+                    q.consume(n, &mut pool);
+                    model.drain(..n);
+                }
+            }
+            assert_eq!(q.len(), model.len(), "step {step}");
+            if q.is_empty() {
+                assert_eq!(q.heap_bytes(), 0, "step {step}");
+            }
+        }
+        assert_eq!(exposed(&q, 1 << 16), model);
+    }
+}

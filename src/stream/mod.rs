@@ -1,0 +1,746 @@
+//! `StreamTransport`: asyncio's `Transport` (and the pipe halves) as a state machine.
+//!
+//! One value per connection holds everything asyncio's `_SelectorSocketTransport` holds
+//! except the socket: the send queue, flow control, the read side, EOF and closing state.
+//! The socket stays with the driver and is reached through [`Io`], which every call that
+//! may do I/O receives.
+//!
+//! # Callbacks are derived from state
+//!
+//! Nothing is queued as an event. [`StreamTransport::next_callback`] computes the next
+//! callback from the state, by this fixed priority table (DESIGN.md §4):
+//!
+//! | rank | callback | when |
+//! |---|---|---|
+//! | 1 | `connection_made` | not yet delivered (always first, even if closed since) |
+//! | 2 | `pause_writing` / `resume_writing` | the protocol's view differs from the state (or a whole episode is owed); strictly alternating |
+//! | 3 | `data_received` | data is held, reading is not paused, the transport is not closing |
+//! | 4 | `eof_received` | the peer's EOF, once all data before it was delivered, while reading and not closing |
+//! | 5 | `connection_lost` | the socket was closed and nothing above is pending; exactly once |
+//!
+//! A caller (the registry) asks for the next callback, delivers it, reports what the
+//! protocol answered (for example [`StreamTransport::handle_eof_answer`]), and asks again
+//! until `None`.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes};
+
+use crate::{
+    ConnectionError, DriverError, Extra, FlowControl, FlowEdge, Handle, Interest, Io, Lifecycle,
+    LimitsError, SendPool, SendQueue, WriteBufferLimits, WriteError,
+};
+
+mod pipe;
+#[cfg(test)]
+mod tests;
+
+pub use pipe::{ReadPipeTransport, WritePipeTransport};
+
+/// How many `IoSlice`s one vectored send offers when the core flushes a queue itself. A
+/// batch size, not IOV_MAX: a flush loops until the queue is empty or the socket refuses.
+const FLUSH_BATCH: usize = 64;
+
+// DESIGN.md §8: a transport is small; one per connection, thousands per loop.
+const _: () = assert!(std::mem::size_of::<StreamTransport>() <= 256);
+
+/// Which asyncio transport a [`StreamTransport`] plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A bidirectional socket (TCP, Unix stream): `write_eof` shuts down the write side,
+    /// `eof_received` decides between half-close and close.
+    Socket,
+    /// The read end of a pipe: EOF delivers `eof_received` (its answer is ignored) and
+    /// then `connection_lost`, as asyncio's `_UnixReadPipeTransport`.
+    ReadPipe,
+    /// The write end of a pipe: `write_eof` closes the pipe after the flush, and the read
+    /// end closing is detected (spec §13.68).
+    WritePipe,
+}
+
+/// A callback the protocol is owed, from [`StreamTransport::next_callback`].
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamCallback {
+    /// Deliver `connection_made`.
+    ConnectionMade,
+    /// Deliver `pause_writing`.
+    PauseWriting,
+    /// Deliver `resume_writing`.
+    ResumeWriting,
+    /// Deliver `data_received` with these bytes (held because reading was paused between
+    /// the read and its delivery, or reported by a completion-based driver).
+    DataReceived(Vec<u8>),
+    /// Deliver `eof_received`, then report the answer with
+    /// [`StreamTransport::handle_eof_answer`].
+    EofReceived,
+    /// Deliver `connection_lost`. It is the last callback; the transport is finished.
+    ConnectionLost(Option<ConnectionError>),
+}
+
+/// The outcome of [`StreamTransport::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// `n` bytes are in the caller's buffer: deliver them with `data_received` now.
+    Data(usize),
+    /// Nothing to read now (`WouldBlock`), or the transport does not want to read.
+    Idle,
+    /// The peer's EOF; `eof_received` is now pending.
+    Eof,
+    /// A fatal read error; `connection_lost(Some(err))` is now pending.
+    Failed,
+}
+
+/// A stream transport: a socket or a pipe half, with asyncio's write buffering, flow
+/// control, EOF, close and abort semantics, and no I/O of its own.
+///
+/// The user face (`write`, `close`, `pause_reading`, …) mirrors asyncio's `Transport`;
+/// the driver face (`on_writable`, `read`, `handle_*`, `poll_transmit`) is what a loop
+/// calls. Calls change the state at once and never run protocol code: callbacks are
+/// obtained from [`next_callback`](Self::next_callback).
+#[derive(Debug)]
+pub struct StreamTransport {
+    handle: Handle,
+    kind: StreamKind,
+    lifecycle: Lifecycle,
+    flow: FlowControl,
+    queue: SendQueue,
+    /// Bytes read but not yet delivered; empty (no heap) in steady state.
+    inbound: Vec<u8>,
+    read_paused: bool,
+    /// `write_eof()` was called.
+    eof_requested: bool,
+    /// `Io::shutdown_write` was done.
+    shutdown_done: bool,
+    /// The driver reported the peer's EOF.
+    peer_eof: bool,
+    eof_delivered: bool,
+    extra: Extra,
+}
+
+impl StreamTransport {
+    /// A socket transport named `handle`, with default limits.
+    pub fn new(handle: Handle, extra: Extra) -> Self {
+        Self::with_kind(handle, StreamKind::Socket, extra)
+    }
+
+    /// A transport of the given kind. Prefer the typed pipe wrappers
+    /// ([`ReadPipeTransport`], [`WritePipeTransport`]) when using transports directly.
+    pub fn with_kind(handle: Handle, kind: StreamKind, extra: Extra) -> Self {
+        StreamTransport {
+            handle,
+            kind,
+            lifecycle: Lifecycle::new(),
+            flow: FlowControl::new(WriteBufferLimits::default()),
+            queue: SendQueue::new(),
+            inbound: Vec::new(),
+            read_paused: false,
+            eof_requested: false,
+            shutdown_done: false,
+            peer_eof: false,
+            eof_delivered: false,
+            extra,
+        }
+    }
+
+    /// The handle this transport passes to [`Io`].
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    /// Which asyncio transport this is.
+    pub fn kind(&self) -> StreamKind {
+        self.kind
+    }
+
+    /// The endpoint information the driver provided.
+    pub fn extra(&self) -> &Extra {
+        &self.extra
+    }
+
+    // ----------------------------------------------------------------------------------
+    // User face: writing
+    // ----------------------------------------------------------------------------------
+
+    /// Writes `data` without copying it: what the socket takes at once (when nothing is
+    /// queued) is sent right away through [`Io::try_send`], only the rest is queued. If the
+    /// queue then exceeds the high-water mark, [`is_writing_paused`](Self::is_writing_paused)
+    /// is true when this returns and `pause_writing` is the next flow callback.
+    ///
+    /// An empty `data` is a no-op. A fatal send error ends the connection
+    /// (`connection_lost(Some(err))` follows) and still returns `Ok`, as asyncio does.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::AfterEof`], [`WriteError::Closing`], [`WriteError::Closed`],
+    /// [`WriteError::BufferFull`]; the transport is then unchanged.
+    pub fn write(
+        &mut self,
+        mut data: Bytes,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), WriteError> {
+        self.admit_write(data.len())?;
+        if self.queue.is_empty() && !data.is_empty() {
+            match self.send_now(&data, io) {
+                Ok(n) => data.advance(n),
+                Err(e) => {
+                    self.fail(e, io, pool);
+                    return Ok(());
+                }
+            }
+        }
+        if !data.is_empty() {
+            self.queue.push_bytes(data, pool);
+            self.flow.check(self.queue.len());
+        }
+        Ok(())
+    }
+
+    /// Writes a copy of `data`: like [`write`](Self::write), but only the part the socket
+    /// refused is copied into the queue (asyncio's fast path, from a borrowed buffer).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn write_slice(
+        &mut self,
+        mut data: &[u8],
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), WriteError> {
+        self.admit_write(data.len())?;
+        if self.queue.is_empty() && !data.is_empty() {
+            match self.send_now(data, io) {
+                Ok(n) => data = &data[n..],
+                Err(e) => {
+                    self.fail(e, io, pool);
+                    return Ok(());
+                }
+            }
+        }
+        if !data.is_empty() {
+            self.queue.push_slice(data, pool);
+            self.flow.check(self.queue.len());
+        }
+        Ok(())
+    }
+
+    /// Writes several chunks as one vectored send, without copying; empty chunks are
+    /// skipped. The same guards and flow control as [`write`](Self::write) apply (asyncio
+    /// skipped them: gh-127655, gh-136234, gh-155888).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write); the hard limit applies to the total length.
+    pub fn writelines(
+        &mut self,
+        chunks: &[Bytes],
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), WriteError> {
+        let total = chunks.iter().fold(0usize, |acc, c| acc.saturating_add(c.len()));
+        self.admit_write(total)?;
+        let was_empty = self.queue.is_empty();
+        for chunk in chunks {
+            self.queue.push_bytes(chunk.clone(), pool);
+        }
+        if was_empty {
+            self.flush(io, pool);
+        } else {
+            self.flow.check(self.queue.len());
+        }
+        Ok(())
+    }
+
+    fn admit_write(&self, len: usize) -> Result<(), WriteError> {
+        if self.lifecycle.is_close_requested() {
+            Err(WriteError::Closing)
+        } else if self.lifecycle.is_lost() {
+            Err(WriteError::Closed)
+        } else if self.eof_requested {
+            Err(WriteError::AfterEof)
+        } else {
+            self.flow.admit(self.queue.len(), len)
+        }
+    }
+
+    /// Offers `data` to the socket while the queue is empty: how many bytes went out
+    /// (0 on `WouldBlock`), or why the connection failed.
+    fn send_now(&mut self, data: &[u8], io: &mut dyn Io) -> Result<usize, ConnectionError> {
+        match io.try_send(self.handle, &[IoSlice::new(data)]) {
+            Ok(n) if n <= data.len() => Ok(n),
+            Ok(n) => Err(ConnectionError::Driver(DriverError::SentMoreThanOffered {
+                offered: data.len(),
+                sent: n,
+            })),
+            Err(e) if is_transient(&e) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Shuts down the write side once everything queued has been sent (asyncio's
+    /// `write_eof`). Idempotent; a no-op once closing. On a write pipe it closes the pipe
+    /// after the flush (spec §4.4). Reading continues on a socket.
+    pub fn write_eof(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        if self.kind == StreamKind::WritePipe {
+            return self.close(io, pool);
+        }
+        if self.lifecycle.is_closing() || self.eof_requested || self.kind == StreamKind::ReadPipe {
+            return;
+        }
+        self.eof_requested = true;
+        if self.queue.is_empty() {
+            self.after_drain(io, pool);
+        }
+    }
+
+    /// True when [`write_eof`](Self::write_eof) is supported: sockets and write pipes.
+    pub fn can_write_eof(&self) -> bool {
+        self.kind != StreamKind::ReadPipe
+    }
+
+    /// Closes the transport: no more data is delivered, what is queued is still flushed,
+    /// then the socket is closed and `connection_lost(None)` follows. Idempotent. A paused
+    /// protocol still receives `resume_writing` as the flush drains (asyncio does).
+    pub fn close(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        if !self.lifecycle.start_closing() || self.lifecycle.is_lost() {
+            return;
+        }
+        self.release_inbound();
+        if self.queue.is_empty() {
+            self.lose(None, io, pool);
+        }
+    }
+
+    /// Closes at once: the queue is dropped (`write_buffer_size()` is 0 when this returns),
+    /// the socket closed, and `connection_lost(None)` follows. A pause that already
+    /// happened is still delivered; `resume_writing` never is. Idempotent.
+    pub fn abort(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        self.lifecycle.start_closing();
+        self.lose(None, io, pool);
+    }
+
+    /// True once `close()`, `abort()`, a fatal error or the peer ended the connection
+    /// (asyncio's `is_closing`). A read pipe is closing from the peer's EOF on.
+    pub fn is_closing(&self) -> bool {
+        self.lifecycle.is_closing() || (self.kind == StreamKind::ReadPipe && self.peer_eof)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // User face: flow control
+    // ----------------------------------------------------------------------------------
+
+    /// Bytes buffered by the transport: queued bytes plus external pending bytes. O(1).
+    pub fn write_buffer_size(&self) -> usize {
+        self.flow.size(self.queue.len())
+    }
+
+    /// The current limits.
+    pub fn write_buffer_limits(&self) -> WriteBufferLimits {
+        self.flow.limits()
+    }
+
+    /// Sets the limits (asyncio's derivation: see [`WriteBufferLimits::new`]) and
+    /// re-checks both edges at once.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitsError::HighBelowLow`]; the limits are then unchanged.
+    pub fn set_write_buffer_limits(
+        &mut self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<(), LimitsError> {
+        let limits = WriteBufferLimits::new(high, low)?;
+        self.flow.set_limits(limits, self.queue.len());
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) a hard cap on the write buffer: writes that would
+    /// exceed it fail with [`WriteError::BufferFull`]. Off by default, as in asyncio.
+    pub fn set_write_buffer_hard_limit(&mut self, limit: Option<usize>) {
+        self.flow.set_hard_limit(limit);
+    }
+
+    /// True from the moment the buffer exceeded the high-water mark until it drained to
+    /// the low-water mark — even before `pause_writing` is delivered.
+    pub fn is_writing_paused(&self) -> bool {
+        self.flow.is_paused()
+    }
+
+    /// Sets the bytes held on this transport's behalf outside its queue (by a TLS engine,
+    /// a cross-task command queue); they count in [`write_buffer_size`](Self::write_buffer_size)
+    /// and both flow edges are re-checked.
+    pub fn set_external_pending(&mut self, bytes: usize) {
+        if !self.lifecycle.is_lost() {
+            self.flow.set_external_pending(bytes, self.queue.len());
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // User face: reading
+    // ----------------------------------------------------------------------------------
+
+    /// Stops delivering data (and EOF) until [`resume_reading`](Self::resume_reading).
+    /// Idempotent, never fails; honoured even before the first read (gh-103607).
+    pub fn pause_reading(&mut self) {
+        if !self.is_closing() {
+            self.read_paused = true;
+        }
+    }
+
+    /// Resumes delivery. Idempotent; a no-op once closing.
+    pub fn resume_reading(&mut self) {
+        if !self.is_closing() {
+            self.read_paused = false;
+        }
+    }
+
+    /// True while data would be delivered: not paused, not closing, no EOF received
+    /// (asyncio keeps it true after a keep-open EOF; aioport does not).
+    pub fn is_reading(&self) -> bool {
+        !self.read_paused
+            && !self.is_closing()
+            && !self.peer_eof
+            && self.kind != StreamKind::WritePipe
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Callbacks
+    // ----------------------------------------------------------------------------------
+
+    /// The next callback the protocol is owed, by the priority table in the module docs,
+    /// marked as delivered. Call until `None` after every change.
+    #[must_use]
+    pub fn next_callback(&mut self) -> Option<StreamCallback> {
+        if self.lifecycle.is_finished() {
+            return None;
+        }
+        if self.lifecycle.poll_made() {
+            return Some(StreamCallback::ConnectionMade);
+        }
+        if let Some(edge) = self.flow.poll_edge() {
+            return Some(match edge {
+                FlowEdge::Pause => StreamCallback::PauseWriting,
+                FlowEdge::Resume => StreamCallback::ResumeWriting,
+            });
+        }
+        if self.delivering_reads() && !self.inbound.is_empty() {
+            return Some(StreamCallback::DataReceived(std::mem::take(&mut self.inbound)));
+        }
+        if self.delivering_reads() && self.peer_eof && !self.eof_delivered {
+            self.eof_delivered = true;
+            return Some(StreamCallback::EofReceived);
+        }
+        self.lifecycle.poll_lost().map(StreamCallback::ConnectionLost)
+    }
+
+    /// True when [`next_callback`](Self::next_callback) would return `Some`.
+    pub fn has_callback(&self) -> bool {
+        if self.lifecycle.is_finished() {
+            return false;
+        }
+        !self.lifecycle.is_made()
+            || self.flow.has_edge()
+            || (self.delivering_reads()
+                && (!self.inbound.is_empty() || (self.peer_eof && !self.eof_delivered)))
+            || self.lifecycle.has_lost_pending()
+    }
+
+    /// Reads and EOF reach the protocol only after `connection_made`, while not paused and
+    /// not closing. A read pipe's EOF does not stop delivery of the data before it.
+    fn delivering_reads(&self) -> bool {
+        self.lifecycle.is_made() && !self.read_paused && !self.lifecycle.is_closing()
+    }
+
+    /// Reports the protocol's answer to `eof_received`: `keep_open` (asyncio's truthy
+    /// return) keeps the write side open (half-close); otherwise the transport closes,
+    /// flushing first. A read pipe closes whatever the answer (spec §4.10).
+    pub fn handle_eof_answer(&mut self, keep_open: bool, io: &mut dyn Io, pool: &mut SendPool) {
+        if !keep_open || self.kind == StreamKind::ReadPipe {
+            self.close(io, pool);
+        }
+    }
+
+    /// Ends the connection because of `err` (a failing protocol callback, a driver error):
+    /// queue dropped, socket closed, `connection_lost(Some(err))` follows. The first
+    /// reason wins; a no-op once the connection is lost.
+    pub fn fail(&mut self, err: ConnectionError, io: &mut dyn Io, pool: &mut SendPool) {
+        self.lose(Some(err), io, pool);
+    }
+
+    /// True once `connection_lost` was delivered: nothing more will happen.
+    pub fn is_finished(&self) -> bool {
+        self.lifecycle.is_finished()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Driver face
+    // ----------------------------------------------------------------------------------
+
+    /// What the transport wants from the readiness source now.
+    pub fn interest(&self) -> Interest {
+        if self.lifecycle.is_lost() {
+            return Interest::default();
+        }
+        let read = match self.kind {
+            // The write end of a pipe watches for the read end closing (spec §13.68).
+            StreamKind::WritePipe => true,
+            _ => self.delivering_reads() && !self.peer_eof && self.inbound.is_empty(),
+        };
+        Interest { read, write: !self.queue.is_empty() }
+    }
+
+    /// Reads once through [`Io::try_recv`] into `buf` if the transport wants to read. On
+    /// [`ReadOutcome::Data`] the caller delivers `buf[..n]` to `data_received` at once (or
+    /// hands it back with [`handle_data`](Self::handle_data) if it cannot).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`] once the socket is closed;
+    /// [`DriverError::ReceivedMoreThanCapacity`] if `Io::try_recv` claims too much (the
+    /// transport is then failed with that error).
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<ReadOutcome, DriverError> {
+        self.check_open()?;
+        if !self.interest().read || self.kind == StreamKind::WritePipe || buf.is_empty() {
+            return Ok(ReadOutcome::Idle);
+        }
+        match io.try_recv(self.handle, buf) {
+            Ok(0) => {
+                self.peer_eof = true;
+                Ok(ReadOutcome::Eof)
+            }
+            Ok(n) if n <= buf.len() => Ok(ReadOutcome::Data(n)),
+            Ok(n) => {
+                let err =
+                    DriverError::ReceivedMoreThanCapacity { capacity: buf.len(), received: n };
+                self.fail(ConnectionError::Driver(err.clone()), io, pool);
+                Err(err)
+            }
+            Err(e) if is_transient(&e) => Ok(ReadOutcome::Idle),
+            Err(e) => {
+                self.fail(e.into(), io, pool);
+                Ok(ReadOutcome::Failed)
+            }
+        }
+    }
+
+    /// Hands over bytes the driver received but that were not delivered at once
+    /// (completion-based drivers, or a read the caller could not deliver). They are copied
+    /// and delivered by [`next_callback`](Self::next_callback) when reading allows. Bytes
+    /// arriving after `close()` are discarded, as asyncio stops reading at close.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`], [`DriverError::DataAfterEof`].
+    pub fn handle_data(&mut self, data: &[u8]) -> Result<(), DriverError> {
+        self.check_open()?;
+        if self.peer_eof {
+            return Err(DriverError::DataAfterEof);
+        }
+        if !self.lifecycle.is_closing() {
+            self.inbound.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    /// The peer's EOF, for drivers that learn of it outside [`read`](Self::read).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`], [`DriverError::DataAfterEof`] for a second EOF.
+    pub fn handle_eof(&mut self) -> Result<(), DriverError> {
+        self.check_open()?;
+        if self.peer_eof {
+            return Err(DriverError::DataAfterEof);
+        }
+        self.peer_eof = true;
+        Ok(())
+    }
+
+    /// A fatal error the driver observed outside `Io` calls (for example `EPOLLERR`): the
+    /// connection ends with `connection_lost(Some(err))`.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`] once the socket is closed.
+    pub fn handle_error(
+        &mut self,
+        err: ConnectionError,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), DriverError> {
+        self.check_open()?;
+        self.fail(err, io, pool);
+        Ok(())
+    }
+
+    /// The socket is writable: flush the queue through [`Io::try_send`] (vectored, until
+    /// it is empty or the socket refuses), then shut down or close if that was waiting
+    /// for the drain.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`] once the socket is closed.
+    pub fn on_writable(&mut self, io: &mut dyn Io, pool: &mut SendPool) -> Result<(), DriverError> {
+        self.check_open()?;
+        self.flush(io, pool);
+        Ok(())
+    }
+
+    /// The read end of a write pipe closed (the driver saw it readable or hung up): with
+    /// nothing queued the pipe closes quietly, otherwise the queue is dropped and
+    /// `connection_lost(BrokenPipe)` follows (spec §13.68).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::WrongKind`] unless this is a write pipe; [`DriverError::Closed`].
+    pub fn handle_read_end_closed(
+        &mut self,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), DriverError> {
+        if self.kind != StreamKind::WritePipe {
+            return Err(DriverError::WrongKind { expected: "write pipe" });
+        }
+        self.check_open()?;
+        let reason = if self.queue.is_empty() {
+            None
+        } else {
+            Some(ConnectionError::from(io::ErrorKind::BrokenPipe))
+        };
+        self.lifecycle.start_closing();
+        self.lose(reason, io, pool);
+        Ok(())
+    }
+
+    /// For completion-based drivers: fills `out` with the queued bytes, in order, and
+    /// returns how many entries were filled. Offers the same bytes until
+    /// [`handle_sent`](Self::handle_sent) reports progress.
+    #[must_use]
+    pub fn poll_transmit<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        if self.lifecycle.is_lost() {
+            return 0;
+        }
+        self.queue.fill_io_slices(out)
+    }
+
+    /// For completion-based drivers: `n` bytes of what [`poll_transmit`](Self::poll_transmit)
+    /// offered were sent.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`]; [`DriverError::SentMoreThanOffered`] when `n` exceeds the
+    /// queue (nothing is consumed).
+    pub fn handle_sent(
+        &mut self,
+        n: usize,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), DriverError> {
+        self.check_open()?;
+        if n > self.queue.len() {
+            return Err(DriverError::SentMoreThanOffered { offered: self.queue.len(), sent: n });
+        }
+        self.queue.consume(n, pool);
+        self.after_progress(io, pool);
+        Ok(())
+    }
+
+    /// Heap bytes this transport holds (queue buffers and held inbound data).
+    pub fn heap_bytes(&self) -> usize {
+        self.queue.heap_bytes() + self.inbound.capacity()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Internals
+    // ----------------------------------------------------------------------------------
+
+    fn check_open(&self) -> Result<(), DriverError> {
+        if self.lifecycle.is_lost() { Err(DriverError::Closed) } else { Ok(()) }
+    }
+
+    fn flush(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        while !self.queue.is_empty() {
+            let sent = {
+                let mut slices = [IoSlice::new(&[]); FLUSH_BATCH];
+                let count = self.queue.fill_io_slices(&mut slices);
+                let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
+                match io.try_send(self.handle, &slices[..count]) {
+                    Ok(n) if n <= offered => Ok((n, offered)),
+                    Ok(n) => Err(ConnectionError::Driver(DriverError::SentMoreThanOffered {
+                        offered,
+                        sent: n,
+                    })),
+                    Err(e) if is_transient(&e) => Ok((0, offered)),
+                    Err(e) => Err(e.into()),
+                }
+            };
+            match sent {
+                Ok((n, offered)) => {
+                    self.queue.consume(n, pool);
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) => return self.fail(e, io, pool),
+            }
+        }
+        self.after_progress(io, pool);
+    }
+
+    /// After bytes left the queue: the resume edge, then what waited for the drain.
+    fn after_progress(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        self.flow.check(self.queue.len());
+        if self.queue.is_empty() {
+            self.after_drain(io, pool);
+        }
+    }
+
+    /// The queue is empty: a pending close completes, or a pending EOF is sent.
+    fn after_drain(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
+        if self.lifecycle.is_lost() {
+            return;
+        }
+        if self.lifecycle.is_close_requested() {
+            self.lose(None, io, pool);
+        } else if self.eof_requested && !self.shutdown_done {
+            self.shutdown_done = true;
+            match io.shutdown_write(self.handle) {
+                Ok(()) => {}
+                // The peer is already gone; the read side will report how.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => self.fail(e.into(), io, pool),
+            }
+        }
+    }
+
+    /// Closes the socket and records why; frees the buffers. Idempotent.
+    fn lose(&mut self, reason: Option<ConnectionError>, io: &mut dyn Io, pool: &mut SendPool) {
+        if self.lifecycle.is_lost() {
+            return;
+        }
+        if !self.queue.is_empty() || reason.is_some() {
+            self.flow.freeze();
+        }
+        self.queue.clear(pool);
+        self.flow.set_external_pending(0, 0);
+        self.release_inbound();
+        io.close(self.handle);
+        self.lifecycle.set_lost(reason);
+    }
+
+    fn release_inbound(&mut self) {
+        self.inbound = Vec::new();
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
