@@ -219,7 +219,7 @@ fn empty_write_is_a_no_op() {
     f.write_slice(b"").unwrap();
     f.t.writelines(&[Bytes::new()], &mut f.io, &mut f.pool).unwrap();
     assert_eq!(f.io.send_calls, 0);
-    assert_eq!(f.t.interest().write, false);
+    assert!(!f.t.interest().write);
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn queued_writes_go_out_in_order_after_partial_sends() {
     f.io.give(100);
     f.writable();
     assert_eq!(f.io.sent, b"data1data2data3");
-    assert_eq!(f.t.interest().write, false);
+    assert!(!f.t.interest().write);
 }
 
 #[test]
@@ -544,11 +544,11 @@ fn fatal_error_in_the_fast_path_returns_ok_and_loses() {
 #[test]
 fn gh_103607_pause_reading_in_connection_made_is_honoured() {
     let mut f = fixture(StreamKind::Socket, TestIo::default());
-    assert_eq!(f.t.interest().read, false, "no read before connection_made");
+    assert!(!f.t.interest().read, "no read before connection_made");
     assert_eq!(f.t.next_callback(), Some(StreamCallback::ConnectionMade));
     f.t.pause_reading();
     f.io.reads.push_back(Ok(b"early".to_vec()));
-    assert_eq!(f.t.interest().read, false);
+    assert!(!f.t.interest().read);
     assert_eq!(f.read().0, ReadOutcome::Idle);
     f.t.resume_reading();
     assert_eq!(f.read(), (ReadOutcome::Data(5), b"early".to_vec()));
@@ -592,7 +592,7 @@ fn eof_keep_open_is_a_half_close() {
     assert_eq!(f.callbacks(), [Cb::Eof]);
     f.t.handle_eof_answer(true, &mut f.io, &mut f.pool);
     assert!(!f.t.is_closing());
-    assert_eq!(f.t.interest().read, false);
+    assert!(!f.t.interest().read);
     f.write(b"reply").unwrap();
     assert_eq!(f.io.sent, b"reply");
     f.close();
