@@ -42,12 +42,36 @@ pub enum WriteError {
         /// The configured hard limit.
         limit: usize,
     },
-    /// The handle does not name a live transport of this loop.
-    #[error("stale handle: the transport was removed after connection_lost")]
-    StaleHandle,
+    /// The handle does not name a live transport of this kind.
+    #[error(transparent)]
+    Handle(#[from] HandleError),
 }
 
-/// `set_write_buffer_limits(high, low)` was given `high < low`.
+/// A handle passed to a loop call does not name a live transport of the right kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The transport was removed (its `connection_lost` was delivered), or the handle
+    /// never named one in this loop. Handles are never reused: a new transport in the
+    /// same slot has a new generation.
+    #[error("stale handle: the transport is gone (connection_lost was delivered)")]
+    Stale,
+    /// The transport is still connecting: it can be used once the connect outcome was
+    /// reported (`request_completed`, or `Registry::handle_connected`).
+    #[error("the transport is still connecting; use it after request_completed")]
+    Connecting,
+    /// The handle names a transport of another kind (a typed handle built by hand from
+    /// the wrong untyped one).
+    #[error("wrong transport kind: the handle names a {found}, the call needs a {expected}")]
+    WrongKind {
+        /// The kind the call works on.
+        expected: &'static str,
+        /// The kind of the transport the handle names.
+        found: &'static str,
+    },
+}
+
+/// `set_write_buffer_limits(high, low)` was refused (asyncio's `ValueError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LimitsError {
@@ -59,6 +83,9 @@ pub enum LimitsError {
         /// The low-water mark that was asked for (or derived).
         low: usize,
     },
+    /// The handle does not name a live transport of this kind.
+    #[error(transparent)]
+    Handle(#[from] HandleError),
 }
 
 /// The driver broke the driving contract. The call had no effect.
@@ -293,6 +320,11 @@ impl From<io::ErrorKind> for ConnectionError {
         ConnectionError::Io(kind.into())
     }
 }
+
+/// `call_later`: `now + delay` does not fit in an `Instant` (time arithmetic is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("time overflow: now + delay does not fit in an Instant")]
+pub struct TimeOverflow;
 
 #[cfg(test)]
 mod tests {

@@ -170,6 +170,14 @@ impl FlowControl {
         Some(if self.view_paused { FlowEdge::Pause } else { FlowEdge::Resume })
     }
 
+    /// Forgets what the protocol was told: a replacement protocol has seen nothing, so a
+    /// paused state is announced to it with a pause (gh-109051), and an unfinished
+    /// episode of the old protocol is not owed to the new one.
+    pub fn reset_view(&mut self) {
+        self.view_paused = false;
+        self.pulse = false;
+    }
+
     /// After an abort or a fatal error: the size no longer moves the state; a pause that
     /// already happened is still delivered, a resume never is (asyncio, spec §3.10).
     pub fn freeze(&mut self) {

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::stream::StreamKind;
+
 /// The untyped name of a transport: a slot index and the slot's generation.
 ///
 /// Drivers key their socket tables by it ([`Handle::index`] is dense, suitable for a `Vec`
@@ -89,18 +91,37 @@ typed_handle!(
     WritePipeHandle
 );
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Handles of the stream family (sockets and both pipe halves): what `close`, `abort`
+/// and `is_closing` accept. Sealed.
+pub trait AnyStreamHandle: sealed::Sealed + Copy + Into<Handle> {
+    /// The transport kind this handle type names; the loop checks it on every call.
+    const KIND: StreamKind;
+}
+
 /// Handles whose transport accepts writes: streams and write pipes.
-pub trait WriteHandle: Copy + Into<Handle> {}
-impl WriteHandle for StreamHandle {}
-impl WriteHandle for WritePipeHandle {}
+pub trait WriteHandle: AnyStreamHandle {}
 
 /// Handles whose transport delivers data: streams and read pipes.
-pub trait ReadHandle: Copy + Into<Handle> {}
+pub trait ReadHandle: AnyStreamHandle {}
+
+impl sealed::Sealed for StreamHandle {}
+impl sealed::Sealed for ReadPipeHandle {}
+impl sealed::Sealed for WritePipeHandle {}
+impl AnyStreamHandle for StreamHandle {
+    const KIND: StreamKind = StreamKind::Socket;
+}
+impl AnyStreamHandle for ReadPipeHandle {
+    const KIND: StreamKind = StreamKind::ReadPipe;
+}
+impl AnyStreamHandle for WritePipeHandle {
+    const KIND: StreamKind = StreamKind::WritePipe;
+}
+impl WriteHandle for StreamHandle {}
+impl WriteHandle for WritePipeHandle {}
 impl ReadHandle for StreamHandle {}
 impl ReadHandle for ReadPipeHandle {}
 
-impl From<Handle> for StreamHandle {
-    fn from(h: Handle) -> Self {
-        StreamHandle(h)
-    }
-}

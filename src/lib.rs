@@ -12,15 +12,23 @@ mod handle;
 mod io;
 mod lifecycle;
 mod limits;
+mod protocol;
+mod registry;
 mod send_queue;
 pub mod stream;
 
-pub use error::{ConnectionError, DriverError, IoError, LimitsError, ProtocolError, WriteError};
+pub use error::{
+    ConnectionError, DriverError, HandleError, IoError, LimitsError, ProtocolError, TimeOverflow,
+    WriteError,
+};
 pub use extra::Extra;
 pub use flow::{FlowControl, FlowEdge};
-pub use handle::{Handle, ReadHandle, ReadPipeHandle, StreamHandle, WriteHandle, WritePipeHandle};
+pub use handle::{
+    AnyStreamHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle, WriteHandle, WritePipeHandle};
 pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
 pub use limits::WriteBufferLimits;
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};
+pub use protocol::{CallbackResult, Protocol, RequestId};
+pub use registry::{Ctx, Endpoint, LoopError, Registry, Request, TimerId};

@@ -44,6 +44,17 @@ const FLUSH_BATCH: usize = 64;
 // DESIGN.md §8: a transport is small; one per connection, thousands per loop.
 const _: () = assert!(std::mem::size_of::<StreamTransport>() <= 256);
 
+impl StreamKind {
+    /// A short name for error messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StreamKind::Socket => "stream",
+            StreamKind::ReadPipe => "read pipe",
+            StreamKind::WritePipe => "write pipe",
+        }
+    }
+}
+
 /// Which asyncio transport a [`StreamTransport`] plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
@@ -470,6 +481,12 @@ impl StreamTransport {
         self.lose(Some(err), io, pool);
     }
 
+    /// True once the socket was closed (`Io::close` was called for it): the driver must
+    /// report nothing more for this transport.
+    pub fn is_socket_closed(&self) -> bool {
+        self.lifecycle.is_lost()
+    }
+
     /// True once `connection_lost` was delivered: nothing more will happen.
     pub fn is_finished(&self) -> bool {
         self.lifecycle.is_finished()
@@ -592,6 +609,34 @@ impl StreamTransport {
         self.check_open()?;
         self.flush(io, pool);
         Ok(())
+    }
+
+    /// The driver found the socket dead (or, for a transport served by another protocol,
+    /// the serving side ended): the connection ends with `connection_lost(reason)`.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Closed`] once the socket is closed.
+    pub fn handle_closed(
+        &mut self,
+        reason: Option<ConnectionError>,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), DriverError> {
+        self.check_open()?;
+        self.lose(reason, io, pool);
+        Ok(())
+    }
+
+    /// The protocol was replaced: the new one has seen no flow callback yet, so if the
+    /// transport is paused for writing it first receives `pause_writing` (gh-109051).
+    pub fn protocol_swapped(&mut self) {
+        self.flow.reset_view();
+    }
+
+    /// Replaces the endpoint information (for example once a connect completes).
+    pub fn set_extra(&mut self, extra: Extra) {
+        self.extra = extra;
     }
 
     /// The read end of a write pipe closed (the driver saw it readable or hung up): with

@@ -1,0 +1,475 @@
+//! `Ctx`: what a callback can do — the user face of every transport of its loop.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Endpoint;
+use super::state::{Core, Entry};
+use crate::stream::StreamKind;
+use crate::{
+    AnyStreamHandle, ConnectionError, DriverError, Extra, Handle, HandleError, Io, LimitsError,
+    Protocol, ReadHandle, ReadPipeHandle, RequestId, SendPool, StreamHandle, StreamTransport,
+    TimeOverflow, WriteBufferLimits, WriteError, WriteHandle, WritePipeHandle,
+};
+
+/// Names a closure scheduled with [`Ctx::call_later`] / [`Ctx::call_at`], for
+/// [`Ctx::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId {
+    when: Instant,
+    seq: u64,
+}
+
+impl TimerId {
+    /// When the closure is due.
+    pub fn when(self) -> Instant {
+        self.when
+    }
+}
+
+/// The context every callback receives: the current time, the callback's own handle, and
+/// the user face of **any** transport of the same loop by its handle.
+///
+/// Calls change the transport's state at once — `is_writing_paused()` is true the moment a
+/// `write` crosses the high-water mark — and only *schedule* the callbacks they cause:
+/// those are delivered after the current callback returns, one at a time. No callback ever
+/// runs inside another.
+///
+/// Calls on a handle whose transport is gone return [`HandleError::Stale`] (inside
+/// [`WriteError::Handle`] for writes); they never panic.
+pub struct Ctx<'a> {
+    core: &'a mut Core,
+    io: &'a mut dyn Io,
+    this: Handle,
+    now: Instant,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(core: &'a mut Core, io: &'a mut dyn Io, this: Handle, now: Instant) -> Self {
+        Ctx { core, io, this, now }
+    }
+
+    /// The driver's current time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The handle of the transport whose callback is running. In closures and in
+    /// [`Registry::enter`](crate::Registry::enter) it names no transport: calls with it
+    /// return a stale-handle error.
+    pub fn handle(&self) -> Handle {
+        self.this
+    }
+
+    /// This callback's transport as a stream.
+    pub fn stream(&self) -> StreamHandle {
+        StreamHandle::from_handle(self.this)
+    }
+
+    /// This callback's transport as a read pipe.
+    pub fn read_pipe(&self) -> ReadPipeHandle {
+        ReadPipeHandle::from_handle(self.this)
+    }
+
+    /// This callback's transport as a write pipe.
+    pub fn write_pipe(&self) -> WritePipeHandle {
+        WritePipeHandle::from_handle(self.this)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Access
+    // ----------------------------------------------------------------------------------
+
+    fn checked(&self, h: Handle, kind: StreamKind) -> Result<&Entry, HandleError> {
+        let entry = self.core.entry(h)?;
+        if entry.is_connecting() {
+            return Err(HandleError::Connecting);
+        }
+        let found = entry.stream_ref().kind();
+        if found != kind {
+            return Err(HandleError::WrongKind { expected: kind.name(), found: found.name() });
+        }
+        Ok(entry)
+    }
+
+    fn view<H: AnyStreamHandle, R>(
+        &self,
+        h: H,
+        f: impl FnOnce(&StreamTransport) -> R,
+    ) -> Result<R, HandleError> {
+        Ok(f(self.checked(h.into(), H::KIND)?.stream_ref()))
+    }
+
+    fn act<H: AnyStreamHandle, R>(
+        &mut self,
+        h: H,
+        f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> R,
+    ) -> Result<R, HandleError> {
+        let h: Handle = h.into();
+        let server = self.checked(h, H::KIND)?.server;
+        let r = self.core.with_stream_io(h, self.io, f).ok_or(HandleError::Stale)?;
+        // A transport served by a protocol (TLS) wakes it, unless it is that protocol
+        // acting on its own transport.
+        if let Some(server) = server.filter(|&s| s != self.this) {
+            self.core.wake(server);
+        }
+        Ok(r)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Writing
+    // ----------------------------------------------------------------------------------
+
+    /// Writes `data` without copying it (asyncio's `write`): what the socket takes at once
+    /// is sent now, the rest queued; see [`StreamTransport::write`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`]: after `write_eof`, `close`, the loss of the connection, above the
+    /// hard limit, or a stale handle.
+    pub fn write<H: WriteHandle>(&mut self, h: H, data: impl Into<Bytes>) -> Result<(), WriteError> {
+        let data = data.into();
+        self.act(h, |t, io, pool| t.write(data, io, pool))?
+    }
+
+    /// Writes a copy of `data`; only what the socket refuses is copied. See
+    /// [`StreamTransport::write_slice`].
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn write_slice<H: WriteHandle>(&mut self, h: H, data: &[u8]) -> Result<(), WriteError> {
+        self.act(h, |t, io, pool| t.write_slice(data, io, pool))?
+    }
+
+    /// Writes several chunks as one vectored send (asyncio's `writelines`, with the same
+    /// guards as `write`).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn writelines<H: WriteHandle>(&mut self, h: H, chunks: &[Bytes]) -> Result<(), WriteError> {
+        self.act(h, |t, io, pool| t.writelines(chunks, io, pool))?
+    }
+
+    /// Shuts down the write side after the queue drains (a write pipe closes).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn write_eof<H: WriteHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act(h, |t, io, pool| t.write_eof(io, pool))
+    }
+
+    /// True when `write_eof` is supported.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn can_write_eof<H: WriteHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, StreamTransport::can_write_eof)
+    }
+
+    /// Bytes buffered by the transport (queue plus external pending). O(1).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn write_buffer_size<H: WriteHandle>(&self, h: H) -> Result<usize, HandleError> {
+        self.view(h, StreamTransport::write_buffer_size)
+    }
+
+    /// The transport's write-buffer limits.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn write_buffer_limits<H: WriteHandle>(&self, h: H) -> Result<WriteBufferLimits, HandleError> {
+        self.view(h, StreamTransport::write_buffer_limits)
+    }
+
+    /// Sets the limits with asyncio's derivation and re-checks both flow edges at once.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitsError::HighBelowLow`], or [`LimitsError::Handle`].
+    pub fn set_write_buffer_limits<H: WriteHandle>(
+        &mut self,
+        h: H,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<(), LimitsError> {
+        self.act(h, |t, _, _| t.set_write_buffer_limits(high, low))?
+    }
+
+    /// Sets or removes a hard cap on the write buffer (off by default).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn set_write_buffer_hard_limit<H: WriteHandle>(
+        &mut self,
+        h: H,
+        limit: Option<usize>,
+    ) -> Result<(), HandleError> {
+        self.act(h, |t, _, _| t.set_write_buffer_hard_limit(limit))
+    }
+
+    /// True from the moment the buffer exceeded high water until it drained to low water.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn is_writing_paused<H: WriteHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, StreamTransport::is_writing_paused)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Reading
+    // ----------------------------------------------------------------------------------
+
+    /// Stops delivering data until `resume_reading`. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn pause_reading<H: ReadHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act(h, |t, _, _| t.pause_reading())
+    }
+
+    /// Resumes delivery. Idempotent; a no-op once closing.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn resume_reading<H: ReadHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act(h, |t, _, _| t.resume_reading())
+    }
+
+    /// True while data would be delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn is_reading<H: ReadHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, StreamTransport::is_reading)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Any stream
+    // ----------------------------------------------------------------------------------
+
+    /// Closes after flushing; `connection_lost(None)` follows. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn close<H: AnyStreamHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act(h, |t, io, pool| t.close(io, pool))
+    }
+
+    /// Closes at once, dropping the queue; `connection_lost(None)` follows. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn abort<H: AnyStreamHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act(h, |t, io, pool| t.abort(io, pool))
+    }
+
+    /// True once closing (asyncio's `is_closing`).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn is_closing<H: AnyStreamHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, StreamTransport::is_closing)
+    }
+
+    /// The endpoint information (asyncio's `get_extra_info`).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn extra<H: AnyStreamHandle>(&self, h: H) -> Result<&Extra, HandleError> {
+        Ok(self.checked(h.into(), H::KIND)?.stream_ref().extra())
+    }
+
+    /// Replaces the transport's protocol after the current callback: undelivered data,
+    /// EOF and `connection_lost` go to the new one; it never receives `connection_made`;
+    /// if the transport is paused for writing it first receives `pause_writing`
+    /// (gh-109051); the old protocol receives nothing more and is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn set_protocol<H: AnyStreamHandle>(
+        &mut self,
+        h: H,
+        protocol: Box<dyn Protocol>,
+    ) -> Result<(), HandleError> {
+        let h: Handle = h.into();
+        self.checked(h, H::KIND)?;
+        self.core.set_swap(h, protocol);
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Scheduling
+    // ----------------------------------------------------------------------------------
+
+    /// Runs `f` on the next dispatch (asyncio's `call_soon`): after the current dispatch
+    /// reached quiescence, never inside it.
+    pub fn call_soon(&mut self, f: impl FnOnce(&mut Ctx<'_>) + 'static) {
+        self.core.soon.push_back(Box::new(f));
+    }
+
+    /// Runs `f` once `delay` has passed (never earlier).
+    ///
+    /// # Errors
+    ///
+    /// [`TimeOverflow`] when `now + delay` does not fit in an `Instant`; nothing is
+    /// scheduled.
+    pub fn call_later(
+        &mut self,
+        delay: Duration,
+        f: impl FnOnce(&mut Ctx<'_>) + 'static,
+    ) -> Result<TimerId, TimeOverflow> {
+        let when = self.now.checked_add(delay).ok_or(TimeOverflow)?;
+        Ok(self.call_at(when, f))
+    }
+
+    /// Runs `f` at `when` (at once, on the next timer pass, if `when` is past).
+    pub fn call_at(&mut self, when: Instant, f: impl FnOnce(&mut Ctx<'_>) + 'static) -> TimerId {
+        self.core.seq += 1;
+        let id = TimerId { when, seq: self.core.seq };
+        self.core.later.insert((when, id.seq), Box::new(f));
+        id
+    }
+
+    /// Cancels a closure scheduled with `call_later` / `call_at`; false if it already ran
+    /// or was cancelled.
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        self.core.later.remove(&(id.when, id.seq)).is_some()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Requests to the driver
+    // ----------------------------------------------------------------------------------
+
+    /// Asks the driver to open a stream connection to `endpoint` for `protocol`. Never
+    /// blocks: the outcome arrives in this protocol's
+    /// [`request_completed`](Protocol::request_completed), after the new transport's
+    /// `connection_made`.
+    pub fn connect(&mut self, endpoint: Endpoint, protocol: Box<dyn Protocol>) -> RequestId {
+        self.core.seq += 1;
+        let id = RequestId(self.core.seq);
+        let requester = self.core.entry(self.this).is_ok().then_some(self.this);
+        self.core.start_connect(protocol, endpoint, requester, id);
+        id
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Transports served by this protocol
+    // ----------------------------------------------------------------------------------
+
+    /// Creates a stream transport whose I/O this callback's protocol serves (DESIGN.md §3,
+    /// "transports driven by a protocol"; how TLS composes): its sends go synchronously
+    /// into `sink` (any `Io`; the handle argument is the new transport's), and every
+    /// change a user makes to it wakes this protocol with
+    /// [`handle_wake`](Protocol::handle_wake). The external driver never sees it. This
+    /// protocol feeds it with [`feed_data`](Self::feed_data) / [`feed_eof`](Self::feed_eof)
+    /// and ends it with [`served_closed`](Self::served_closed).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Stale`] outside a transport callback (there is no serving protocol).
+    pub fn insert_served_stream(
+        &mut self,
+        protocol: Box<dyn Protocol>,
+        extra: Extra,
+        sink: Box<dyn Io>,
+    ) -> Result<StreamHandle, HandleError> {
+        self.core.entry(self.this)?;
+        let h = self.core.insert_stream(StreamKind::Socket, protocol, extra);
+        let entry = self.core.entry_mut(h)?;
+        entry.sink = Some(sink);
+        entry.server = Some(self.this);
+        Ok(StreamHandle::from_handle(h))
+    }
+
+    fn serve<R>(
+        &mut self,
+        h: StreamHandle,
+        f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> Result<R, DriverError>,
+    ) -> Result<R, DriverError> {
+        let h = h.handle();
+        let entry = self.core.entry(h).map_err(|_| DriverError::StaleHandle)?;
+        if entry.server != Some(self.this) {
+            return Err(DriverError::WrongKind { expected: "transport served by this protocol" });
+        }
+        self.core.with_stream_io(h, self.io, f).unwrap_or(Err(DriverError::StaleHandle))
+    }
+
+    /// Delivers `data` to a transport this protocol serves (copied; delivered when its
+    /// reading allows).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError`]: not served by this protocol, closed, or after its EOF.
+    pub fn feed_data(&mut self, h: StreamHandle, data: &[u8]) -> Result<(), DriverError> {
+        self.serve(h, |t, _, _| t.handle_data(data))
+    }
+
+    /// Delivers EOF to a transport this protocol serves.
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn feed_eof(&mut self, h: StreamHandle) -> Result<(), DriverError> {
+        self.serve(h, |t, _, _| t.handle_eof())
+    }
+
+    /// The sink can take bytes again: flushes the served transport's queue into it.
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn served_writable(&mut self, h: StreamHandle) -> Result<(), DriverError> {
+        self.serve(h, |t, io, pool| t.on_writable(io, pool))
+    }
+
+    /// Sets the bytes this protocol holds on the served transport's behalf (for TLS:
+    /// ciphertext not yet handed to the raw transport); they count in its
+    /// `write_buffer_size()` and its flow control.
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn set_served_pending(&mut self, h: StreamHandle, bytes: usize) -> Result<(), DriverError> {
+        self.serve(h, |t, _, _| {
+            t.set_external_pending(bytes);
+            Ok(())
+        })
+    }
+
+    /// The serving side ended: the served transport is lost with `reason`.
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn served_closed(
+        &mut self,
+        h: StreamHandle,
+        reason: Option<ConnectionError>,
+    ) -> Result<(), DriverError> {
+        self.serve(h, |t, io, pool| t.handle_closed(reason, io, pool))
+    }
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("this", &self.this).field("now", &self.now).finish()
+    }
+}

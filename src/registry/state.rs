@@ -1,0 +1,800 @@
+//! The loop state behind [`Registry`](super::Registry) and [`Ctx`]: the slab of
+//! transports, the dirty list, timers, closures, requests — and dispatch, the only place a
+//! protocol is ever called.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use super::{Endpoint, LoopError, Request};
+use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
+use crate::{
+    ConnectionError, Ctx, DriverError, Extra, Handle, HandleError, Interest, Io, Protocol,
+    ProtocolError, RequestId, SendPool, StreamHandle, StreamTransport,
+};
+
+/// A closure scheduled with `call_soon` / `call_later`.
+pub(crate) type Closure = Box<dyn FnOnce(&mut Ctx<'_>)>;
+
+/// The loop-wide read buffer's size: asyncio's `max_size` (spec §0.3).
+pub(crate) const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+/// At most this many errors wait in the error queue; older ones are dropped and counted.
+const ERROR_QUEUE_CAP: usize = 1024;
+
+/// The handle closures and `enter` run with: never valid, so calls on `ctx.stream()`
+/// outside a transport callback fail with a stale-handle error instead of acting on some
+/// transport.
+pub(crate) const NO_HANDLE: Handle = Handle::from_raw(u32::MAX, u32::MAX);
+
+pub(crate) enum Transport {
+    Stream(StreamTransport),
+}
+
+pub(crate) struct Entry {
+    pub(crate) transport: Transport,
+    /// `None` while one of its callbacks runs, or after it panicked.
+    protocol: Option<Box<dyn Protocol>>,
+    /// A replacement protocol, installed before the next callback.
+    swap: Option<Box<dyn Protocol>>,
+    /// The protocol's timer, mirrored in `Core::timers`.
+    deadline: Option<Instant>,
+    /// For a transport served by another slot's protocol: its I/O.
+    pub(crate) sink: Option<Box<dyn Io>>,
+    /// The slot whose protocol serves this transport.
+    pub(crate) server: Option<Handle>,
+    /// This slot's protocol serves transports that have work: `handle_wake` is owed.
+    wake: bool,
+    /// Waiting for the driver's connect outcome; who asked.
+    connecting: Option<Option<(Handle, RequestId)>>,
+    /// The protocol panicked: nothing more is delivered to it.
+    poisoned: bool,
+}
+
+impl Entry {
+    fn new(transport: Transport, protocol: Box<dyn Protocol>) -> Self {
+        Entry {
+            transport,
+            protocol: Some(protocol),
+            swap: None,
+            deadline: None,
+            sink: None,
+            server: None,
+            wake: false,
+            connecting: None,
+            poisoned: false,
+        }
+    }
+
+    pub(crate) fn stream(&mut self) -> &mut StreamTransport {
+        match &mut self.transport {
+            Transport::Stream(t) => t,
+        }
+    }
+
+    pub(crate) fn stream_ref(&self) -> &StreamTransport {
+        match &self.transport {
+            Transport::Stream(t) => t,
+        }
+    }
+
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.connecting.is_some()
+    }
+
+    pub(crate) fn interest(&self) -> Interest {
+        if self.is_connecting() {
+            return Interest { read: false, write: true };
+        }
+        self.stream_ref().interest()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    generation: u32,
+    /// In `Core::dirty`.
+    queued: bool,
+    /// In `Core::io_changed`.
+    io_queued: bool,
+    /// What `poll_io` last reported (interest and queued bytes), to report changes only.
+    reported: (Interest, usize),
+    pub(crate) entry: Option<Entry>,
+}
+
+struct Notice {
+    requester: Handle,
+    id: RequestId,
+    outcome: Result<StreamHandle, ConnectionError>,
+}
+
+/// What a protocol call produced: its result, or the panic message.
+type Invoked<T> = Result<Result<T, ProtocolError>, String>;
+
+pub(crate) struct Core {
+    pub(crate) slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    dirty: VecDeque<u32>,
+    io_changed: VecDeque<u32>,
+    timers: BTreeSet<(Instant, u32)>,
+    due: Vec<u32>,
+    pub(crate) soon: VecDeque<Closure>,
+    pub(crate) later: BTreeMap<(Instant, u64), Closure>,
+    pub(crate) seq: u64,
+    requests: VecDeque<Request>,
+    notices: VecDeque<Notice>,
+    errors: VecDeque<LoopError>,
+    errors_dropped: u64,
+    read_buf: Vec<u8>,
+    pub(crate) pool: SendPool,
+    /// The driver's time at its latest call.
+    pub(crate) now: Instant,
+}
+
+impl Core {
+    pub(crate) fn new(now: Instant) -> Self {
+        Core {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            dirty: VecDeque::new(),
+            io_changed: VecDeque::new(),
+            timers: BTreeSet::new(),
+            due: Vec::new(),
+            soon: VecDeque::new(),
+            later: BTreeMap::new(),
+            seq: 0,
+            requests: VecDeque::new(),
+            notices: VecDeque::new(),
+            errors: VecDeque::new(),
+            errors_dropped: 0,
+            read_buf: Vec::new(),
+            pool: SendPool::default(),
+            now,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // The slab
+    // ----------------------------------------------------------------------------------
+
+    pub(crate) fn insert(&mut self, entry: Entry) -> Handle {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.entry = Some(entry);
+        slot.reported = (Interest::default(), 0);
+        self.live += 1;
+        let h = Handle::from_raw(index, slot.generation);
+        self.touch(index);
+        h
+    }
+
+    pub(crate) fn insert_stream(
+        &mut self,
+        kind: StreamKind,
+        protocol: Box<dyn Protocol>,
+        extra: Extra,
+    ) -> Handle {
+        // The handle is known only once the slot is chosen; the transport stores it.
+        let index = self.free.last().copied().unwrap_or(self.slots.len() as u32);
+        let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
+        let t = StreamTransport::with_kind(Handle::from_raw(index, generation), kind, extra);
+        let h = self.insert(Entry::new(Transport::Stream(t), protocol));
+        debug_assert_eq!(h, Handle::from_raw(index, generation));
+        h
+    }
+
+    pub(crate) fn entry(&self, h: Handle) -> Result<&Entry, HandleError> {
+        self.slots
+            .get(h.index() as usize)
+            .filter(|s| s.generation == h.generation())
+            .and_then(|s| s.entry.as_ref())
+            .ok_or(HandleError::Stale)
+    }
+
+    pub(crate) fn entry_mut(&mut self, h: Handle) -> Result<&mut Entry, HandleError> {
+        self.slots
+            .get_mut(h.index() as usize)
+            .filter(|s| s.generation == h.generation())
+            .and_then(|s| s.entry.as_mut())
+            .ok_or(HandleError::Stale)
+    }
+
+    fn remove(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize) else { return };
+        let Some(mut entry) = slot.entry.take() else { return };
+        let h = Handle::from_raw(index, slot.generation);
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index);
+        self.live -= 1;
+        if let Some(d) = entry.deadline.take() {
+            self.timers.remove(&(d, index));
+        }
+        for p in [entry.protocol.take(), entry.swap.take()].into_iter().flatten() {
+            self.drop_protocol(h, p);
+        }
+    }
+
+    /// Installs `p` as `h`'s protocol before its next callback.
+    pub(crate) fn set_swap(&mut self, h: Handle, p: Box<dyn Protocol>) {
+        let Ok(entry) = self.entry_mut(h) else { return self.drop_protocol(h, p) };
+        if let Some(old) = entry.swap.replace(p) {
+            self.drop_protocol(h, old);
+        }
+        self.touch(h.index());
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The transport changed: serve it before control returns to the driver, and report
+    /// it from `poll_io`.
+    pub(crate) fn touch(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize) else { return };
+        if !slot.queued {
+            slot.queued = true;
+            self.dirty.push_back(index);
+        }
+        if !slot.io_queued {
+            slot.io_queued = true;
+            self.io_changed.push_back(index);
+        }
+    }
+
+    /// A transport served by `server` has work: `handle_wake` is owed to its protocol.
+    pub(crate) fn wake(&mut self, server: Handle) {
+        if let Ok(e) = self.entry_mut(server) {
+            e.wake = true;
+            self.touch(server.index());
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Driver-facing pieces
+    // ----------------------------------------------------------------------------------
+
+    pub(crate) fn poll_io(&mut self) -> Option<Handle> {
+        while let Some(index) = self.io_changed.pop_front() {
+            let slot = &mut self.slots[index as usize];
+            slot.io_queued = false;
+            let Some(entry) = slot.entry.as_ref() else { continue };
+            if entry.server.is_some() {
+                continue;
+            }
+            let now = (entry.interest(), entry.stream_ref().write_buffer_size());
+            let changed = now.0 != slot.reported.0
+                || (now.0.write && now.1 != slot.reported.1)
+                || entry.stream_ref().is_closing();
+            slot.reported = now;
+            if changed {
+                return Some(Handle::from_raw(index, slot.generation));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn push_request(&mut self, r: Request) {
+        self.requests.push_back(r);
+    }
+
+    pub(crate) fn poll_request(&mut self) -> Option<Request> {
+        self.requests.pop_front()
+    }
+
+    pub(crate) fn poll_error(&mut self) -> Option<LoopError> {
+        self.errors.pop_front()
+    }
+
+    pub(crate) fn errors_dropped(&self) -> u64 {
+        self.errors_dropped
+    }
+
+    pub(crate) fn report(&mut self, e: LoopError) {
+        if self.errors.len() == ERROR_QUEUE_CAP {
+            self.errors.pop_front();
+            self.errors_dropped += 1;
+        }
+        self.errors.push_back(e);
+    }
+
+    pub(crate) fn start_connect(
+        &mut self,
+        protocol: Box<dyn Protocol>,
+        endpoint: Endpoint,
+        requester: Option<Handle>,
+        id: RequestId,
+    ) -> StreamHandle {
+        let h = self.insert_stream(StreamKind::Socket, protocol, Extra::default());
+        if let Ok(e) = self.entry_mut(h) {
+            e.connecting = Some(requester.map(|r| (r, id)));
+        }
+        let handle = StreamHandle::from_handle(h);
+        self.push_request(Request::Connect { id, handle, endpoint });
+        handle
+    }
+
+    pub(crate) fn connect_outcome(
+        &mut self,
+        h: Handle,
+        outcome: Result<Extra, ConnectionError>,
+    ) -> Result<(), DriverError> {
+        let entry = self.entry_mut(h).map_err(|_| DriverError::StaleHandle)?;
+        let requester = entry.connecting.take().ok_or(DriverError::NotConnecting)?;
+        let outcome = match outcome {
+            Ok(extra) => {
+                entry.stream().set_extra(extra);
+                self.touch(h.index());
+                Ok(StreamHandle::from_handle(h))
+            }
+            Err(err) => {
+                self.remove(h.index());
+                Err(err)
+            }
+        };
+        if let Some((requester, id)) = requester {
+            self.notices.push_back(Notice { requester, id, outcome });
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Time
+    // ----------------------------------------------------------------------------------
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if !self.soon.is_empty() {
+            return Some(self.now);
+        }
+        let t = self.timers.first().map(|&(d, _)| d);
+        let c = self.later.first_key_value().map(|(&(d, _), _)| d);
+        match (t, c) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires what is due at `now`: protocol timers, then `call_later` closures. Timers
+    /// re-armed at or before `now` while firing wait for the next call, so this is bounded.
+    pub(crate) fn fire_timers(&mut self, now: Instant, io: &mut dyn Io) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&(d, index)) = self.timers.first() {
+            if d > now {
+                break;
+            }
+            self.timers.pop_first();
+            due.push(index);
+        }
+        for &index in &due {
+            let Some(slot) = self.slots.get_mut(index as usize) else { continue };
+            let h = Handle::from_raw(index, slot.generation);
+            if let Some(e) = slot.entry.as_mut() {
+                e.deadline = None;
+            }
+            self.deliver_timeout(h, io);
+            self.drain(io);
+        }
+        due.clear();
+        self.due = due;
+
+        let horizon = self.seq;
+        while let Some(entry) = self.later.first_entry() {
+            let &(d, seq) = entry.key();
+            if d > now || seq >= horizon {
+                break;
+            }
+            let f = entry.remove();
+            self.run_closure(f, io);
+            self.drain(io);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Dispatch
+    // ----------------------------------------------------------------------------------
+
+    /// Runs the `call_soon` closures queued before this call (those they queue run on the
+    /// next call: asyncio's rule), serving transports to quiescence after each.
+    pub(crate) fn run_soon(&mut self, io: &mut dyn Io) {
+        for _ in 0..self.soon.len() {
+            let Some(f) = self.soon.pop_front() else { break };
+            self.run_closure(f, io);
+            self.drain(io);
+        }
+    }
+
+    fn run_closure(&mut self, f: Closure, io: &mut dyn Io) {
+        let now = self.now;
+        let mut ctx = Ctx::new(self, io, NO_HANDLE, now);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+            self.report(LoopError::Panicked {
+                handle: None,
+                callback: "call_soon/call_later closure",
+                message: panic_message(payload),
+            });
+        }
+    }
+
+    /// Serves every transport with work until none has any: the quiescence guarantee of
+    /// DESIGN.md §3.3 rule 1.
+    pub(crate) fn drain(&mut self, io: &mut dyn Io) {
+        loop {
+            if let Some(index) = self.dirty.pop_front() {
+                if let Some(slot) = self.slots.get_mut(index as usize) {
+                    slot.queued = false;
+                }
+                self.serve(index, io);
+            } else if let Some(n) = self.notices.pop_front() {
+                self.deliver_notice(n, io);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Delivers every callback one transport is owed, one at a time.
+    fn serve(&mut self, index: u32, io: &mut dyn Io) {
+        loop {
+            let Some(slot) = self.slots.get_mut(index as usize) else { return };
+            let h = Handle::from_raw(index, slot.generation);
+            let Some(entry) = slot.entry.as_mut() else { return };
+            if entry.is_connecting() {
+                return;
+            }
+            if let Some(new) = entry.swap.take() {
+                let old = entry.protocol.replace(new);
+                entry.stream().protocol_swapped();
+                if let Some(old) = old {
+                    self.drop_protocol(h, old);
+                }
+                self.reread_timer(h, io);
+                continue;
+            }
+            let entry = self.entry_mut(h).expect("checked above");
+            let Some(cb) = entry.stream().next_callback() else {
+                if std::mem::take(&mut entry.wake) && !entry.poisoned {
+                    self.deliver_wake(h, io);
+                    continue;
+                }
+                return;
+            };
+            let lost = matches!(cb, StreamCallback::ConnectionLost(_));
+            self.deliver(h, cb, io);
+            if lost {
+                self.remove(index);
+                return;
+            }
+        }
+    }
+
+    /// Takes the protocol out of its slot, calls it with a `Ctx`, puts it back.
+    fn invoke<T>(
+        &mut self,
+        h: Handle,
+        io: &mut dyn Io,
+        call: impl FnOnce(&mut dyn Protocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
+    ) -> Option<Invoked<T>> {
+        let entry = self.entry_mut(h).ok()?;
+        if entry.poisoned {
+            return None;
+        }
+        let mut proto = entry.protocol.take()?;
+        let now = self.now;
+        let result = {
+            let mut ctx = Ctx::new(self, io, h, now);
+            catch_unwind(AssertUnwindSafe(|| call(&mut *proto, &mut ctx))).map_err(panic_message)
+        };
+        match self.entry_mut(h) {
+            Ok(entry) => entry.protocol = Some(proto),
+            Err(_) => self.drop_protocol(h, proto),
+        }
+        if result.is_ok() {
+            self.reread_timer(h, io);
+        }
+        Some(result)
+    }
+
+    fn deliver(&mut self, h: Handle, cb: StreamCallback, io: &mut dyn Io) {
+        match cb {
+            StreamCallback::ConnectionMade => {
+                let r = self.invoke(h, io, |p, ctx| p.connection_made(ctx));
+                self.settle(h, "connection_made", r, false, io);
+            }
+            StreamCallback::PauseWriting => {
+                let r = self.invoke(h, io, |p, ctx| p.pause_writing(ctx));
+                self.settle(h, "pause_writing", r, false, io);
+            }
+            StreamCallback::ResumeWriting => {
+                let r = self.invoke(h, io, |p, ctx| p.resume_writing(ctx));
+                self.settle(h, "resume_writing", r, false, io);
+            }
+            StreamCallback::DataReceived(data) => self.deliver_held_data(h, &data, io),
+            StreamCallback::EofReceived => {
+                let r = self.invoke(h, io, |p, ctx| p.eof_received(ctx));
+                if let Some(keep_open) = self.settle(h, "eof_received", r, true, io) {
+                    self.with_stream_io(h, io, |t, io, pool| t.handle_eof_answer(keep_open, io, pool));
+                }
+            }
+            StreamCallback::ConnectionLost(err) => {
+                let r = self.invoke(h, io, |p, ctx| p.connection_lost(ctx, err));
+                // Only reported: there is nothing left to end.
+                self.settle(h, "connection_lost", r, false, io);
+            }
+        }
+    }
+
+    fn deliver_timeout(&mut self, h: Handle, io: &mut dyn Io) {
+        let r = self.invoke(h, io, |p, ctx| p.handle_timeout(ctx));
+        self.settle(h, "handle_timeout", r, true, io);
+    }
+
+    fn deliver_wake(&mut self, h: Handle, io: &mut dyn Io) {
+        let r = self.invoke(h, io, |p, ctx| p.handle_wake(ctx));
+        self.settle(h, "handle_wake", r, true, io);
+    }
+
+    fn deliver_notice(&mut self, n: Notice, io: &mut dyn Io) {
+        let Notice { requester, id, outcome } = n;
+        let r = self.invoke(requester, io, |p, ctx| p.request_completed(ctx, id, outcome));
+        self.settle(requester, "request_completed", r, false, io);
+    }
+
+    /// Held data (reading was paused between the read and its delivery, or a driver
+    /// reported it): fed through `data_received`, or through `get_buffer` /
+    /// `buffer_updated` as asyncio's `_feed_data_to_buffered_proto` does (spec §1.8).
+    fn deliver_held_data(&mut self, h: Handle, data: &[u8], io: &mut dyn Io) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Ok(None): get_buffer returned an empty buffer.
+            let r = self.invoke(h, io, |p, ctx| match p.get_buffer(rest.len())? {
+                None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
+                Some([]) => Ok(None),
+                Some(buf) => {
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    p.buffer_updated(ctx, n).map(|()| Some(n))
+                }
+            });
+            match self.settle(h, "data_received", r, true, io) {
+                Some(Some(n)) => rest = &rest[n..],
+                Some(None) => return self.fail_stream(h, ConnectionError::EmptyBuffer, io),
+                None => return,
+            }
+        }
+    }
+
+    /// One read for the driver's `on_readable`: into the protocol's buffer for a buffered
+    /// protocol, otherwise into the loop-wide buffer, delivered from there without a copy.
+    pub(crate) fn read_once(&mut self, h: Handle, io: &mut dyn Io) -> Result<(), DriverError> {
+        let entry = self.entry_mut(h).map_err(|_| DriverError::StaleHandle)?;
+        if entry.is_connecting() || entry.poisoned {
+            return Ok(());
+        }
+        let t = entry.stream();
+        if t.is_socket_closed() {
+            return Err(DriverError::Closed);
+        }
+        if t.kind() == StreamKind::WritePipe {
+            // Readability on the write end of a pipe means the read end closed.
+            return self
+                .with_stream_io(h, io, |t, io, pool| t.handle_read_end_closed(io, pool))
+                .unwrap_or(Err(DriverError::StaleHandle));
+        }
+        if !t.interest().read {
+            return Ok(());
+        }
+        let Some(mut proto) = entry.protocol.take() else { return Ok(()) };
+        let result = self.read_with(h, &mut *proto, io);
+        match self.entry_mut(h) {
+            Ok(entry) if !entry.poisoned => entry.protocol = Some(proto),
+            _ => self.drop_protocol(h, proto),
+        }
+        self.touch(h.index());
+        result
+    }
+
+    fn read_with(
+        &mut self,
+        h: Handle,
+        proto: &mut dyn Protocol,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
+        enum Step {
+            Plain,
+            Empty,
+            Read(Result<ReadOutcome, DriverError>),
+        }
+        let now = self.now;
+        let Some(entry) = self.slots[h.index() as usize].entry.as_mut() else { return Ok(()) };
+        let (t, pool) = (entry.stream(), &mut self.pool);
+        // get_buffer's slice borrows the protocol, so the read happens inside the same
+        // unwind guard.
+        let step = catch_unwind(AssertUnwindSafe(|| -> Result<Step, ProtocolError> {
+            Ok(match proto.get_buffer(READ_BUFFER_SIZE)? {
+                None => Step::Plain,
+                Some([]) => Step::Empty,
+                Some(buf) => Step::Read(t.read(buf, io, pool)),
+            })
+        }));
+        let delivered = match step {
+            Err(payload) => return Ok(self.poison(h, "get_buffer", panic_message(payload), io)),
+            Ok(Err(e)) => return Ok(self.fatal(h, "get_buffer", e, io)),
+            // asyncio: RuntimeError('get_buffer() returned an empty buffer'), fatal.
+            Ok(Ok(Step::Empty)) => return Ok(self.fail_stream(h, ConnectionError::EmptyBuffer, io)),
+            Ok(Ok(Step::Read(outcome))) => match outcome? {
+                ReadOutcome::Data(n) => {
+                    let mut ctx = Ctx::new(self, io, h, now);
+                    let r = catch_unwind(AssertUnwindSafe(|| proto.buffer_updated(&mut ctx, n)));
+                    Some(("buffer_updated", r.map_err(panic_message)))
+                }
+                _ => None,
+            },
+            Ok(Ok(Step::Plain)) => {
+                if self.read_buf.is_empty() {
+                    self.read_buf = vec![0; READ_BUFFER_SIZE];
+                }
+                // Moved out for the callback, whose Ctx borrows the whole loop state.
+                let mut buf = std::mem::take(&mut self.read_buf);
+                let outcome = match self.slots[h.index() as usize].entry.as_mut() {
+                    Some(entry) => entry.stream().read(&mut buf, io, &mut self.pool),
+                    None => Ok(ReadOutcome::Idle),
+                };
+                let r = outcome.map(|outcome| match outcome {
+                    ReadOutcome::Data(n) => {
+                        let mut ctx = Ctx::new(self, io, h, now);
+                        let r = catch_unwind(AssertUnwindSafe(|| {
+                            proto.data_received(&mut ctx, &buf[..n])
+                        }));
+                        Some(("data_received", r.map_err(panic_message)))
+                    }
+                    _ => None,
+                });
+                self.read_buf = buf;
+                r?
+            }
+        };
+        match delivered {
+            Some((_, Ok(Ok(())))) | None => {}
+            Some((callback, Ok(Err(e)))) => self.fatal(h, callback, e, io),
+            Some((callback, Err(message))) => self.poison(h, callback, message, io),
+        }
+        if self.entry(h).is_ok_and(|e| !e.poisoned) {
+            match catch_unwind(AssertUnwindSafe(|| proto.poll_timeout())) {
+                Ok(d) => self.set_deadline(h, d),
+                Err(payload) => self.poison(h, "poll_timeout", panic_message(payload), io),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies asyncio's rule for a callback's result: `fatal` callbacks end the
+    /// connection on `Err`, the others report it to the error queue; a panic aborts the
+    /// transport either way. Returns the value on success.
+    fn settle<T>(
+        &mut self,
+        h: Handle,
+        callback: &'static str,
+        r: Option<Invoked<T>>,
+        fatal: bool,
+        io: &mut dyn Io,
+    ) -> Option<T> {
+        match r? {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) if fatal => {
+                self.fatal(h, callback, e, io);
+                None
+            }
+            Ok(Err(error)) => {
+                self.report(LoopError::CallbackFailed { handle: Some(h), callback, error });
+                None
+            }
+            Err(message) => {
+                self.poison(h, callback, message, io);
+                None
+            }
+        }
+    }
+
+    fn fatal(&mut self, h: Handle, callback: &'static str, e: ProtocolError, io: &mut dyn Io) {
+        self.fail_stream(h, ConnectionError::Protocol { callback, error: e }, io);
+    }
+
+    pub(crate) fn fail_stream(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
+        self.with_stream_io(h, io, |t, io, pool| t.fail(err, io, pool));
+    }
+
+    /// A protocol panicked: it is dropped and hears nothing more; its transport is
+    /// aborted; every other transport carries on.
+    fn poison(&mut self, h: Handle, callback: &'static str, message: String, io: &mut dyn Io) {
+        self.report(LoopError::Panicked { handle: Some(h), callback, message: message.clone() });
+        let Ok(entry) = self.entry_mut(h) else { return };
+        entry.poisoned = true;
+        let protos = [entry.protocol.take(), entry.swap.take()];
+        for p in protos.into_iter().flatten() {
+            self.drop_protocol(h, p);
+        }
+        self.set_deadline(h, None);
+        self.fail_stream(h, ConnectionError::Panic { callback, message }, io);
+    }
+
+    /// Runs `f` on a stream transport with the right `Io`: the driver's, or the serving
+    /// protocol's sink.
+    pub(crate) fn with_stream_io<R>(
+        &mut self,
+        h: Handle,
+        ext: &mut dyn Io,
+        f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get_mut(h.index() as usize)?;
+        if slot.generation != h.generation() {
+            return None;
+        }
+        let entry = slot.entry.as_mut()?;
+        let io: &mut dyn Io = match entry.sink.as_deref_mut() {
+            Some(sink) => sink,
+            None => ext,
+        };
+        let t = match &mut entry.transport {
+            Transport::Stream(t) => t,
+        };
+        let r = f(t, io, &mut self.pool);
+        self.touch(h.index());
+        Some(r)
+    }
+
+    fn drop_protocol(&mut self, h: Handle, p: Box<dyn Protocol>) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(p))) {
+            self.report(LoopError::Panicked {
+                handle: Some(h),
+                callback: "drop",
+                message: panic_message(payload),
+            });
+        }
+    }
+
+    /// Re-reads the protocol's timer after a callback (DESIGN.md §4: one deadline per
+    /// slot, no stale entries).
+    fn reread_timer(&mut self, h: Handle, io: &mut dyn Io) {
+        let Ok(entry) = self.entry_mut(h) else { return };
+        let Some(p) = entry.protocol.as_deref() else { return };
+        match catch_unwind(AssertUnwindSafe(|| p.poll_timeout())) {
+            Ok(d) => self.set_deadline(h, d),
+            Err(payload) => self.poison(h, "poll_timeout", panic_message(payload), io),
+        }
+    }
+
+    fn set_deadline(&mut self, h: Handle, d: Option<Instant>) {
+        let Ok(entry) = self.entry_mut(h) else { return };
+        if entry.deadline == d {
+            return;
+        }
+        let old = std::mem::replace(&mut entry.deadline, d);
+        if let Some(old) = old {
+            self.timers.remove(&(old, h.index()));
+        }
+        if let Some(d) = d {
+            self.timers.insert((d, h.index()));
+        }
+    }
+
+    pub(crate) fn timer_entries(&self) -> usize {
+        self.timers.len() + self.later.len()
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
