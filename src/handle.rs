@@ -124,4 +124,3 @@ impl WriteHandle for StreamHandle {}
 impl WriteHandle for WritePipeHandle {}
 impl ReadHandle for StreamHandle {}
 impl ReadHandle for ReadPipeHandle {}
-

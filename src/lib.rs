@@ -24,11 +24,12 @@ pub use error::{
 pub use extra::Extra;
 pub use flow::{FlowControl, FlowEdge};
 pub use handle::{
-    AnyStreamHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle, WriteHandle, WritePipeHandle};
+    AnyStreamHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle, WriteHandle, WritePipeHandle,
+};
 pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
 pub use limits::WriteBufferLimits;
-pub use send_queue::{SendPool, SendQueue};
-pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};
 pub use protocol::{CallbackResult, Protocol, RequestId};
 pub use registry::{Ctx, Endpoint, LoopError, Registry, Request, TimerId};
+pub use send_queue::{SendPool, SendQueue};
+pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};

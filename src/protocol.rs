@@ -75,7 +75,11 @@ pub trait Protocol {
 
     /// The connection is gone: `None` after `close`/`abort`/EOF, `Some(err)` after an
     /// error. The last callback, exactly once; the handle is stale afterwards.
-    fn connection_lost(&mut self, ctx: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
+    fn connection_lost(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        err: Option<ConnectionError>,
+    ) -> CallbackResult {
         let _ = (ctx, err);
         Ok(())
     }

@@ -128,7 +128,11 @@ impl<'a> Ctx<'a> {
     ///
     /// [`WriteError`]: after `write_eof`, `close`, the loss of the connection, above the
     /// hard limit, or a stale handle.
-    pub fn write<H: WriteHandle>(&mut self, h: H, data: impl Into<Bytes>) -> Result<(), WriteError> {
+    pub fn write<H: WriteHandle>(
+        &mut self,
+        h: H,
+        data: impl Into<Bytes>,
+    ) -> Result<(), WriteError> {
         let data = data.into();
         self.act(h, |t, io, pool| t.write(data, io, pool))?
     }
@@ -185,7 +189,10 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn write_buffer_limits<H: WriteHandle>(&self, h: H) -> Result<WriteBufferLimits, HandleError> {
+    pub fn write_buffer_limits<H: WriteHandle>(
+        &self,
+        h: H,
+    ) -> Result<WriteBufferLimits, HandleError> {
         self.view(h, StreamTransport::write_buffer_limits)
     }
 

@@ -126,7 +126,11 @@ impl Registry {
     }
 
     /// The read end of a pipe enters the loop.
-    pub fn insert_read_pipe(&mut self, protocol: Box<dyn Protocol>, extra: Extra) -> ReadPipeHandle {
+    pub fn insert_read_pipe(
+        &mut self,
+        protocol: Box<dyn Protocol>,
+        extra: Extra,
+    ) -> ReadPipeHandle {
         ReadPipeHandle::from_handle(self.core.insert_stream(StreamKind::ReadPipe, protocol, extra))
     }
 
@@ -136,7 +140,11 @@ impl Registry {
         protocol: Box<dyn Protocol>,
         extra: Extra,
     ) -> WritePipeHandle {
-        WritePipeHandle::from_handle(self.core.insert_stream(StreamKind::WritePipe, protocol, extra))
+        WritePipeHandle::from_handle(self.core.insert_stream(
+            StreamKind::WritePipe,
+            protocol,
+            extra,
+        ))
     }
 
     /// Asks for a connection on behalf of the driver's user (not of a protocol): the
@@ -206,7 +214,12 @@ impl Registry {
     ///
     /// [`DriverError::StaleHandle`], [`DriverError::Closed`], or a misbehaving `Io`
     /// ([`DriverError::ReceivedMoreThanCapacity`]).
-    pub fn on_readable(&mut self, h: Handle, now: Instant, io: &mut dyn Io) -> Result<(), DriverError> {
+    pub fn on_readable(
+        &mut self,
+        h: Handle,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
         self.check_driven(h)?;
         self.core.now = now;
         self.core.drain(io);
@@ -221,7 +234,12 @@ impl Registry {
     /// # Errors
     ///
     /// [`DriverError::StaleHandle`], [`DriverError::Closed`].
-    pub fn on_writable(&mut self, h: Handle, now: Instant, io: &mut dyn Io) -> Result<(), DriverError> {
+    pub fn on_writable(
+        &mut self,
+        h: Handle,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
         self.check_driven(h)?;
         self.core.now = now;
         let r = self.core.with_stream_io(h, io, |t, io, pool| t.on_writable(io, pool));
@@ -358,8 +376,9 @@ impl Registry {
     /// earlier), runs waiting `call_soon` closures, and dispatches to quiescence.
     pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn Io) {
         self.core.now = now;
+        let waiting = self.core.soon.len();
         self.core.fire_timers(now, io);
-        self.core.run_soon(io);
+        self.core.run_soon(waiting, io);
         self.core.drain(io);
     }
 
@@ -367,14 +386,20 @@ impl Registry {
     /// queued before this call (those they queue run on the next call: asyncio's rule).
     pub fn dispatch(&mut self, now: Instant, io: &mut dyn Io) {
         self.core.now = now;
+        let waiting = self.core.soon.len();
         self.core.drain(io);
-        self.core.run_soon(io);
+        self.core.run_soon(waiting, io);
     }
 
     /// Runs user code with a [`Ctx`] outside any callback (main() after a connect, test
     /// scripts, fuzz operations, cross-task commands), then dispatches to quiescence.
     /// `ctx.stream()` there names no transport.
-    pub fn enter<R>(&mut self, now: Instant, io: &mut dyn Io, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+    pub fn enter<R>(
+        &mut self,
+        now: Instant,
+        io: &mut dyn Io,
+        f: impl FnOnce(&mut Ctx<'_>) -> R,
+    ) -> R {
         self.core.now = now;
         let r = f(&mut Ctx::new(&mut self.core, io, self::state::NO_HANDLE, now));
         self.core.drain(io);

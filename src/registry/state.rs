@@ -119,6 +119,7 @@ pub(crate) struct Core {
     io_changed: VecDeque<u32>,
     timers: BTreeSet<(Instant, u32)>,
     due: Vec<u32>,
+    due_later: Vec<(Instant, u64)>,
     pub(crate) soon: VecDeque<Closure>,
     pub(crate) later: BTreeMap<(Instant, u64), Closure>,
     pub(crate) seq: u64,
@@ -142,6 +143,7 @@ impl Core {
             io_changed: VecDeque::new(),
             timers: BTreeSet::new(),
             due: Vec::new(),
+            due_later: Vec::new(),
             soon: VecDeque::new(),
             later: BTreeMap::new(),
             seq: 0,
@@ -384,26 +386,30 @@ impl Core {
         due.clear();
         self.due = due;
 
+        // Closures scheduled while these run wait for the next call, even if already due.
         let horizon = self.seq;
-        while let Some(entry) = self.later.first_entry() {
-            let &(d, seq) = entry.key();
-            if d > now || seq >= horizon {
-                break;
+        let mut due = std::mem::take(&mut self.due_later);
+        due.extend(self.later.range(..(now, u64::MAX)).map(|(&k, _)| k).filter(|k| k.1 <= horizon));
+        for key in &due {
+            // A closure that ran earlier in this pass may have cancelled this one.
+            if let Some(f) = self.later.remove(key) {
+                self.run_closure(f, io);
+                self.drain(io);
             }
-            let f = entry.remove();
-            self.run_closure(f, io);
-            self.drain(io);
         }
+        due.clear();
+        self.due_later = due;
     }
 
     // ----------------------------------------------------------------------------------
     // Dispatch
     // ----------------------------------------------------------------------------------
 
-    /// Runs the `call_soon` closures queued before this call (those they queue run on the
-    /// next call: asyncio's rule), serving transports to quiescence after each.
-    pub(crate) fn run_soon(&mut self, io: &mut dyn Io) {
-        for _ in 0..self.soon.len() {
+    /// Runs the first `n` waiting `call_soon` closures — those queued before the current
+    /// driver call (later ones run on the next call: asyncio's rule) — serving transports
+    /// to quiescence after each.
+    pub(crate) fn run_soon(&mut self, n: usize, io: &mut dyn Io) {
+        for _ in 0..n {
             let Some(f) = self.soon.pop_front() else { break };
             self.run_closure(f, io);
             self.drain(io);
@@ -519,7 +525,9 @@ impl Core {
             StreamCallback::EofReceived => {
                 let r = self.invoke(h, io, |p, ctx| p.eof_received(ctx));
                 if let Some(keep_open) = self.settle(h, "eof_received", r, true, io) {
-                    self.with_stream_io(h, io, |t, io, pool| t.handle_eof_answer(keep_open, io, pool));
+                    self.with_stream_io(h, io, |t, io, pool| {
+                        t.handle_eof_answer(keep_open, io, pool)
+                    });
                 }
             }
             StreamCallback::ConnectionLost(err) => {
@@ -624,10 +632,19 @@ impl Core {
             })
         }));
         let delivered = match step {
-            Err(payload) => return Ok(self.poison(h, "get_buffer", panic_message(payload), io)),
-            Ok(Err(e)) => return Ok(self.fatal(h, "get_buffer", e, io)),
+            Err(payload) => {
+                self.poison(h, "get_buffer", panic_message(payload), io);
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                self.fatal(h, "get_buffer", e, io);
+                return Ok(());
+            }
             // asyncio: RuntimeError('get_buffer() returned an empty buffer'), fatal.
-            Ok(Ok(Step::Empty)) => return Ok(self.fail_stream(h, ConnectionError::EmptyBuffer, io)),
+            Ok(Ok(Step::Empty)) => {
+                self.fail_stream(h, ConnectionError::EmptyBuffer, io);
+                return Ok(());
+            }
             Ok(Ok(Step::Read(outcome))) => match outcome? {
                 ReadOutcome::Data(n) => {
                     let mut ctx = Ctx::new(self, io, h, now);
@@ -741,9 +758,7 @@ impl Core {
             Some(sink) => sink,
             None => ext,
         };
-        let t = match &mut entry.transport {
-            Transport::Stream(t) => t,
-        };
+        let Transport::Stream(t) = &mut entry.transport;
         let r = f(t, io, &mut self.pool);
         self.touch(h.index());
         Some(r)
