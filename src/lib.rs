@@ -1,6 +1,169 @@
 //! # aioport
 //!
-//! asyncio's transports and protocols as sans-IO state machines.
+//! Python asyncio's transports and protocols as **sans-IO state machines**: buffering, EOF,
+//! closing, abort and high/low-watermark flow control, with no I/O of their own.
+//!
+//! A protocol author implements [`Protocol`] once — asyncio's callbacks `connection_made`,
+//! `data_received`, `eof_received`, `pause_writing`, `resume_writing`, `connection_lost`,
+//! plus `BufferedProtocol`'s `get_buffer` / `buffer_updated` — and runs it unchanged on any
+//! driver: a poll loop, an async runtime, a hand-written loop (see
+//! `examples/manual_loop.rs`), or a deterministic in-memory test.
+//!
+//! # The model
+//!
+//! * A [`Registry`] is the state of one loop: every transport with its protocol (a trait
+//!   object, so one loop holds many protocol types), timers, `call_soon` / `call_later`
+//!   closures and the requests protocols made of the driver.
+//! * The **driver** owns the sockets and the clock. It implements [`Io`] over its sockets
+//!   and reports what happened: readable, writable, time passed, a connect finished.
+//! * The registry does the reads and sends through `Io` and calls protocols — **one callback
+//!   at a time, never nested**. A callback acts on any transport of its loop through its
+//!   [`Ctx`]; those calls change state at once and only *schedule* the callbacks they
+//!   cause. After a callback returns, every transport it touched is served before the
+//!   driver does more I/O.
+//!
+//! ```
+//! use std::io::{self, IoSlice};
+//! use std::time::Instant;
+//! use aioport::{CallbackResult, Ctx, Extra, Handle, Io, Protocol, Registry};
+//!
+//! /// Replies "pong" to every message and counts write-side pauses.
+//! struct Pong;
+//! impl Protocol for Pong {
+//!     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+//!         assert_eq!(data, b"ping");
+//!         ctx.write_slice(ctx.stream(), b"pong")?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// A socket in memory: `inbox` is what the peer sent, `sent` what we sent.
+//! #[derive(Default)]
+//! struct Mem { inbox: Vec<u8>, sent: Vec<u8>, closed: bool }
+//! impl Io for Mem {
+//!     fn try_send(&mut self, _: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+//!         bufs.iter().for_each(|b| self.sent.extend_from_slice(b));
+//!         Ok(bufs.iter().map(|b| b.len()).sum())
+//!     }
+//!     fn try_recv(&mut self, _: Handle, buf: &mut [u8]) -> io::Result<usize> {
+//!         if self.inbox.is_empty() { return Err(io::ErrorKind::WouldBlock.into()) }
+//!         let n = buf.len().min(self.inbox.len());
+//!         buf[..n].copy_from_slice(&self.inbox[..n]);
+//!         self.inbox.drain(..n);
+//!         Ok(n)
+//!     }
+//!     fn shutdown_write(&mut self, _: Handle) -> io::Result<()> { Ok(()) }
+//!     fn close(&mut self, _: Handle) { self.closed = true }
+//! }
+//!
+//! let now = Instant::now();
+//! let mut io = Mem::default();
+//! let mut reg = Registry::new(now);
+//! let h = reg.insert_stream(Box::new(Pong), Extra::default());
+//! reg.dispatch(now, &mut io);                      // connection_made
+//!
+//! io.inbox.extend_from_slice(b"ping");             // the peer sends...
+//! reg.on_readable(h.handle(), now, &mut io)?;      // ...the driver saw it readable
+//! assert_eq!(io.sent, b"pong");                    // sent at once: asyncio's fast path
+//!
+//! reg.enter(now, &mut io, |ctx| ctx.close(h))?;    // user code outside callbacks
+//! assert!(io.closed && reg.is_empty());            // connection_lost delivered, removed
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The driving contract
+//!
+//! 1. Insert each connected or accepted socket with [`Registry::insert_stream`] (or a pipe
+//!    half), then call [`Registry::dispatch`] to deliver `connection_made`.
+//! 2. Implement [`Io`] over your sockets only (not over the struct holding the registry).
+//!    Return `WouldBlock` when the socket refuses; any other error ends that transport.
+//! 3. Report readiness with [`Registry::on_readable`] / [`Registry::on_writable`] for the
+//!    transports whose [`Registry::interest`] asks for it. With completion-based I/O use
+//!    [`Registry::poll_transmit`] / [`Registry::handle_sent`] and
+//!    [`Registry::handle_received`] instead.
+//! 4. After every call, drain [`Registry::poll_io`] (transports whose interest changed:
+//!    each reported once, so you never scan all handles), [`Registry::poll_request`]
+//!    (connections protocols asked for; answer with [`Registry::handle_connected`] /
+//!    [`Registry::handle_connect_failed`]) and [`Registry::poll_error`] (asyncio's
+//!    exception handler: log it).
+//! 5. Wait until readiness or [`Registry::poll_timeout`], then call
+//!    [`Registry::handle_timeout`] with the current time. The core never reads a clock.
+//! 6. Forget a transport when [`Io::close`] is called for it; every later call with its
+//!    handle returns [`DriverError`], never panics.
+//!
+//! Any interleaving of driver calls is legal, and polling without new input yields no new
+//! work: a busy loop can only come from a driver that ignores `WouldBlock`.
+//!
+//! # The canonical driver loop
+//!
+//! ```text
+//! loop {
+//!     let timeout = registry.poll_timeout().map(|t| t - now);     // rounded up
+//!     let events = poller.wait(timeout);
+//!     let now = clock.now();
+//!     for (h, readiness) in events {
+//!         if readiness.readable && registry.interest(h)?.read { registry.on_readable(h, now, &mut io)? }
+//!         if readiness.writable && registry.interest(h)?.write { registry.on_writable(h, now, &mut io)? }
+//!     }
+//!     registry.handle_timeout(now, &mut io);
+//!     while let Some(h) = registry.poll_io() { poller.update(h, registry.interest(h)) }
+//!     while let Some(req) = registry.poll_request() { start(req) }
+//!     while let Some(err) = registry.poll_error() { log(err) }
+//! }
+//! ```
+//!
+//! `examples/manual_loop.rs` is a complete, running version over blocking `TcpStream`s.
+//!
+//! # Callbacks are derived from state
+//!
+//! Nothing is queued as an event. Each transport computes its next callback from its state
+//! by a fixed priority table; dispatch asks, delivers, and asks again:
+//!
+//! | rank | callback | when |
+//! |---|---|---|
+//! | 1 | `connection_made` | not yet delivered (always first, even if closed since) |
+//! | 2 | `pause_writing` / `resume_writing` | the protocol's view differs from the state; strictly alternating; a whole episode that happened before delivery is delivered as both |
+//! | 3 | `data_received` | held data, while reading and not closing |
+//! | 4 | `eof_received` | the peer's EOF, after the data before it, while reading and not closing |
+//! | 5 | `connection_lost` | the socket was closed and nothing above is pending; exactly once |
+//!
+//! Callback results follow asyncio: an `Err` from `data_received`, `get_buffer`,
+//! `buffer_updated`, `eof_received` (and `handle_timeout`, `handle_wake`) ends the
+//! connection with `connection_lost(Some(..))`; from `connection_made`, `pause_writing`,
+//! `resume_writing`, `request_completed` or `connection_lost` it is reported through
+//! [`Registry::poll_error`] and the connection continues.
+//!
+//! A **panic** in a protocol is caught (`catch_unwind`): that protocol is dropped and hears
+//! nothing more, its transport is aborted, the error queue is told, and every other
+//! transport keeps its pending callbacks. Building with `panic = "abort"` disables this.
+//!
+//! # Differences from asyncio
+//!
+//! aioport follows asyncio's semantics (the default limits 64 KiB / 16 KiB, pause when the
+//! buffer is `> high`, resume when `<= low`, `close()` flushes, `abort()` drops, keep-open
+//! EOF), and decides where CPython is inconsistent:
+//!
+//! | where CPython is odd or silent | aioport |
+//! |---|---|
+//! | writes after the connection is lost are silently dropped (warning on the 5th) | `Err(WriteError::Closed)` |
+//! | writes after `close()` are accepted or dropped depending on whether the buffer was empty (gh-115514) | always `Err(WriteError::Closing)`; what was queued before `close()` is still flushed |
+//! | `resume_writing` while a `close()` flush drains | delivered, as CPython does; never after `abort()` or a fatal error |
+//! | a write crosses high water, then the same callback calls `close()` | `pause_writing` is still delivered, before `connection_lost` |
+//! | `set_write_buffer_limits` re-checks only the pause edge | re-checks both edges |
+//! | `is_reading()` stays true after a keep-open EOF | false once EOF was received |
+//! | `writelines` skips flow control / loses empty chunks (gh-127655, gh-155888) | same guards as `write`, empty chunks skipped |
+//! | the write pipe resumes only when fully drained | resumes at `<= low` like streams |
+//! | unbounded write buffer | optional hard limit → `WriteError::BufferFull` (off by default) |
+//! | `pause_writing` / `resume_writing` run synchronously inside `write()` | the *state* changes inside `write()` (`is_writing_paused()` is true when it returns); the callback is delivered right after the current callback |
+//! | `get_buffer(-1)`: the size hint is always -1 | the hint is the loop's read size (256 KiB) |
+//!
+//! # Architecture notes
+//!
+//! Transports *served by a protocol* ([`Ctx::insert_served_stream`]) are how layered
+//! transports such as TLS compose: the engine is the raw transport's protocol, the app
+//! sees an ordinary stream transport whose sends go synchronously into the engine's sink
+//! (an [`Io`] without access to the loop, so nothing re-enters), and which wakes the engine
+//! through [`Protocol::handle_wake`].
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 #![warn(missing_docs)]
