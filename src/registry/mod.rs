@@ -8,6 +8,7 @@
 //! time, never nested.
 
 mod ctx;
+mod dispatch;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,357 @@
+//! Dispatch: the only place a protocol is ever called. One callback at a time, each with
+//! its protocol taken out of its slot (so its `Ctx` can borrow the whole loop state), each
+//! inside `catch_unwind`, never nested.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::LoopError;
+use super::state::{Closure, Core, NO_HANDLE, Notice, READ_BUFFER_SIZE, panic_message};
+use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
+use crate::{ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError};
+
+/// What a protocol call produced: its result, or the panic message.
+type Invoked<T> = Result<Result<T, ProtocolError>, String>;
+
+impl Core {
+    /// Runs the first `n` waiting `call_soon` closures — those queued before the current
+    /// driver call (later ones run on the next call: asyncio's rule) — serving transports
+    /// to quiescence after each.
+    pub(crate) fn run_soon(&mut self, n: usize, io: &mut dyn Io) {
+        for _ in 0..n {
+            let Some(f) = self.soon.pop_front() else { break };
+            self.run_closure(f, io);
+            self.drain(io);
+        }
+    }
+
+    pub(super) fn run_closure(&mut self, f: Closure, io: &mut dyn Io) {
+        let now = self.now;
+        let mut ctx = Ctx::new(self, io, NO_HANDLE, now);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+            self.report(LoopError::Panicked {
+                handle: None,
+                callback: "call_soon/call_later closure",
+                message: panic_message(payload),
+            });
+        }
+    }
+
+    /// Serves every transport with work until none has any: the quiescence guarantee of
+    /// DESIGN.md §3.3 rule 1.
+    pub(crate) fn drain(&mut self, io: &mut dyn Io) {
+        loop {
+            if let Some(index) = self.dirty.pop_front() {
+                if let Some(slot) = self.slots.get_mut(index as usize) {
+                    slot.queued = false;
+                }
+                self.serve(index, io);
+            } else if let Some(n) = self.notices.pop_front() {
+                self.deliver_notice(n, io);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Delivers every callback one transport is owed, one at a time.
+    fn serve(&mut self, index: u32, io: &mut dyn Io) {
+        loop {
+            let Some(slot) = self.slots.get_mut(index as usize) else { return };
+            let h = Handle::from_raw(index, slot.generation);
+            let Some(entry) = slot.entry.as_mut() else { return };
+            if entry.is_connecting() {
+                return;
+            }
+            if let Some(new) = entry.swap.take() {
+                let old = entry.protocol.replace(new);
+                entry.stream().protocol_swapped();
+                if let Some(old) = old {
+                    self.drop_protocol(h, old);
+                }
+                self.reread_timer(h, io);
+                continue;
+            }
+            let Ok(entry) = self.entry_mut(h) else { return };
+            let Some(cb) = entry.stream().next_callback() else {
+                if std::mem::take(&mut entry.wake) && !entry.poisoned {
+                    self.deliver_wake(h, io);
+                    continue;
+                }
+                return;
+            };
+            let lost = matches!(cb, StreamCallback::ConnectionLost(_));
+            self.deliver(h, cb, io);
+            if lost {
+                self.remove(index);
+                return;
+            }
+        }
+    }
+
+    /// Takes the protocol out of its slot, calls it with a `Ctx`, puts it back.
+    fn invoke<T>(
+        &mut self,
+        h: Handle,
+        io: &mut dyn Io,
+        call: impl FnOnce(&mut dyn Protocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
+    ) -> Option<Invoked<T>> {
+        let entry = self.entry_mut(h).ok()?;
+        if entry.poisoned {
+            return None;
+        }
+        let mut proto = entry.protocol.take()?;
+        let now = self.now;
+        let result = {
+            let mut ctx = Ctx::new(self, io, h, now);
+            catch_unwind(AssertUnwindSafe(|| call(&mut *proto, &mut ctx))).map_err(panic_message)
+        };
+        match self.entry_mut(h) {
+            Ok(entry) => entry.protocol = Some(proto),
+            Err(_) => self.drop_protocol(h, proto),
+        }
+        if result.is_ok() {
+            self.reread_timer(h, io);
+        }
+        Some(result)
+    }
+
+    fn deliver(&mut self, h: Handle, cb: StreamCallback, io: &mut dyn Io) {
+        match cb {
+            StreamCallback::ConnectionMade => {
+                let r = self.invoke(h, io, |p, ctx| p.connection_made(ctx));
+                self.settle(h, "connection_made", r, false, io);
+            }
+            StreamCallback::PauseWriting => {
+                let r = self.invoke(h, io, |p, ctx| p.pause_writing(ctx));
+                self.settle(h, "pause_writing", r, false, io);
+            }
+            StreamCallback::ResumeWriting => {
+                let r = self.invoke(h, io, |p, ctx| p.resume_writing(ctx));
+                self.settle(h, "resume_writing", r, false, io);
+            }
+            StreamCallback::DataReceived(data) => self.deliver_held_data(h, &data, io),
+            StreamCallback::EofReceived => {
+                let r = self.invoke(h, io, |p, ctx| p.eof_received(ctx));
+                if let Some(keep_open) = self.settle(h, "eof_received", r, true, io) {
+                    self.with_stream_io(h, io, |t, io, pool| {
+                        t.handle_eof_answer(keep_open, io, pool)
+                    });
+                }
+            }
+            StreamCallback::ConnectionLost(err) => {
+                let r = self.invoke(h, io, |p, ctx| p.connection_lost(ctx, err));
+                // Only reported: there is nothing left to end.
+                self.settle(h, "connection_lost", r, false, io);
+            }
+        }
+    }
+
+    pub(super) fn deliver_timeout(&mut self, h: Handle, io: &mut dyn Io) {
+        let r = self.invoke(h, io, |p, ctx| p.handle_timeout(ctx));
+        self.settle(h, "handle_timeout", r, true, io);
+    }
+
+    fn deliver_wake(&mut self, h: Handle, io: &mut dyn Io) {
+        let r = self.invoke(h, io, |p, ctx| p.handle_wake(ctx));
+        self.settle(h, "handle_wake", r, true, io);
+    }
+
+    fn deliver_notice(&mut self, n: Notice, io: &mut dyn Io) {
+        let Notice { requester, id, outcome } = n;
+        let r = self.invoke(requester, io, |p, ctx| p.request_completed(ctx, id, outcome));
+        self.settle(requester, "request_completed", r, false, io);
+    }
+
+    /// Held data (reading was paused between the read and its delivery, or a driver
+    /// reported it): fed through `data_received`, or through `get_buffer` /
+    /// `buffer_updated` as asyncio's `_feed_data_to_buffered_proto` does (spec §1.8).
+    fn deliver_held_data(&mut self, h: Handle, data: &[u8], io: &mut dyn Io) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Ok(None): get_buffer returned an empty buffer.
+            let r = self.invoke(h, io, |p, ctx| match p.get_buffer(rest.len())? {
+                None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
+                Some([]) => Ok(None),
+                Some(buf) => {
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    p.buffer_updated(ctx, n).map(|()| Some(n))
+                }
+            });
+            match self.settle(h, "data_received", r, true, io) {
+                Some(Some(n)) => rest = &rest[n..],
+                Some(None) => return self.fail_stream(h, ConnectionError::EmptyBuffer, io),
+                None => return,
+            }
+        }
+    }
+
+    /// One read for the driver's `on_readable`: into the protocol's buffer for a buffered
+    /// protocol, otherwise into the loop-wide buffer, delivered from there without a copy.
+    pub(crate) fn read_once(&mut self, h: Handle, io: &mut dyn Io) -> Result<(), DriverError> {
+        let entry = self.entry_mut(h).map_err(|_| DriverError::StaleHandle)?;
+        if entry.is_connecting() || entry.poisoned {
+            return Ok(());
+        }
+        let t = entry.stream();
+        if t.is_socket_closed() {
+            return Err(DriverError::Closed);
+        }
+        if t.kind() == StreamKind::WritePipe {
+            // Readability on the write end of a pipe means the read end closed.
+            return self
+                .with_stream_io(h, io, |t, io, pool| t.handle_read_end_closed(io, pool))
+                .unwrap_or(Err(DriverError::StaleHandle));
+        }
+        if !t.interest().read {
+            return Ok(());
+        }
+        let Some(mut proto) = entry.protocol.take() else { return Ok(()) };
+        let result = self.read_with(h, &mut *proto, io);
+        match self.entry_mut(h) {
+            Ok(entry) if !entry.poisoned => entry.protocol = Some(proto),
+            _ => self.drop_protocol(h, proto),
+        }
+        self.touch(h.index());
+        result
+    }
+
+    fn read_with(
+        &mut self,
+        h: Handle,
+        proto: &mut dyn Protocol,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
+        enum Step {
+            Plain,
+            Empty,
+            Read(Result<ReadOutcome, DriverError>),
+        }
+        let now = self.now;
+        let Some(entry) = self.slots[h.index() as usize].entry.as_mut() else { return Ok(()) };
+        let (t, pool) = (entry.stream(), &mut self.pool);
+        // get_buffer's slice borrows the protocol, so the read happens inside the same
+        // unwind guard.
+        let step = catch_unwind(AssertUnwindSafe(|| -> Result<Step, ProtocolError> {
+            Ok(match proto.get_buffer(READ_BUFFER_SIZE)? {
+                None => Step::Plain,
+                Some([]) => Step::Empty,
+                Some(buf) => Step::Read(t.read(buf, io, pool)),
+            })
+        }));
+        let delivered = match step {
+            Err(payload) => {
+                self.poison(h, "get_buffer", panic_message(payload), io);
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                self.fatal(h, "get_buffer", e, io);
+                return Ok(());
+            }
+            // asyncio: RuntimeError('get_buffer() returned an empty buffer'), fatal.
+            Ok(Ok(Step::Empty)) => {
+                self.fail_stream(h, ConnectionError::EmptyBuffer, io);
+                return Ok(());
+            }
+            Ok(Ok(Step::Read(outcome))) => match outcome? {
+                ReadOutcome::Data(n) => {
+                    let mut ctx = Ctx::new(self, io, h, now);
+                    let r = catch_unwind(AssertUnwindSafe(|| proto.buffer_updated(&mut ctx, n)));
+                    Some(("buffer_updated", r.map_err(panic_message)))
+                }
+                _ => None,
+            },
+            Ok(Ok(Step::Plain)) => {
+                if self.read_buf.is_empty() {
+                    self.read_buf = vec![0; READ_BUFFER_SIZE];
+                }
+                // Moved out for the callback, whose Ctx borrows the whole loop state.
+                let mut buf = std::mem::take(&mut self.read_buf);
+                let outcome = match self.slots[h.index() as usize].entry.as_mut() {
+                    Some(entry) => entry.stream().read(&mut buf, io, &mut self.pool),
+                    None => Ok(ReadOutcome::Idle),
+                };
+                let r = outcome.map(|outcome| match outcome {
+                    ReadOutcome::Data(n) => {
+                        let mut ctx = Ctx::new(self, io, h, now);
+                        let r = catch_unwind(AssertUnwindSafe(|| {
+                            proto.data_received(&mut ctx, &buf[..n])
+                        }));
+                        Some(("data_received", r.map_err(panic_message)))
+                    }
+                    _ => None,
+                });
+                self.read_buf = buf;
+                r?
+            }
+        };
+        match delivered {
+            Some((_, Ok(Ok(())))) | None => {}
+            Some((callback, Ok(Err(e)))) => self.fatal(h, callback, e, io),
+            Some((callback, Err(message))) => self.poison(h, callback, message, io),
+        }
+        if self.entry(h).is_ok_and(|e| !e.poisoned) {
+            match catch_unwind(AssertUnwindSafe(|| proto.poll_timeout())) {
+                Ok(d) => self.set_deadline(h, d),
+                Err(payload) => self.poison(h, "poll_timeout", panic_message(payload), io),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies asyncio's rule for a callback's result: `fatal` callbacks end the
+    /// connection on `Err`, the others report it to the error queue; a panic aborts the
+    /// transport either way. Returns the value on success.
+    fn settle<T>(
+        &mut self,
+        h: Handle,
+        callback: &'static str,
+        r: Option<Invoked<T>>,
+        fatal: bool,
+        io: &mut dyn Io,
+    ) -> Option<T> {
+        match r? {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) if fatal => {
+                self.fatal(h, callback, e, io);
+                None
+            }
+            Ok(Err(error)) => {
+                self.report(LoopError::CallbackFailed { handle: Some(h), callback, error });
+                None
+            }
+            Err(message) => {
+                self.poison(h, callback, message, io);
+                None
+            }
+        }
+    }
+
+    fn fatal(&mut self, h: Handle, callback: &'static str, e: ProtocolError, io: &mut dyn Io) {
+        self.fail_stream(h, ConnectionError::Protocol { callback, error: e }, io);
+    }
+
+    pub(crate) fn fail_stream(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
+        self.with_stream_io(h, io, |t, io, pool| t.fail(err, io, pool));
+    }
+
+    /// A protocol panicked: it is dropped and hears nothing more; its transport is
+    /// aborted; every other transport carries on.
+    pub(super) fn poison(
+        &mut self,
+        h: Handle,
+        callback: &'static str,
+        message: String,
+        io: &mut dyn Io,
+    ) {
+        self.report(LoopError::Panicked { handle: Some(h), callback, message: message.clone() });
+        let Ok(entry) = self.entry_mut(h) else { return };
+        entry.poisoned = true;
+        let protos = [entry.protocol.take(), entry.swap.take()];
+        for p in protos.into_iter().flatten() {
+            self.drop_protocol(h, p);
+        }
+        self.set_deadline(h, None);
+        self.fail_stream(h, ConnectionError::Panic { callback, message }, io);
+    }
+}
