@@ -193,6 +193,6 @@ pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
 pub use limits::WriteBufferLimits;
 pub use protocol::{CallbackResult, Protocol, RequestId};
-pub use registry::{Ctx, Endpoint, LoopError, Registry, Request, TimerId};
+pub use registry::{Ctx, Endpoint, LoopError, Registry, Request, TimerId, Trace, Tracer};
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};

@@ -1,8 +1,8 @@
 //! The send queue: bytes accepted by `write` that the socket has not taken yet.
 //!
-//! A [`SendQueue`] is a deque of chunks handed to the socket as one vectored write
+//! A [`SendQueue`] is a queue of chunks handed to the socket as one vectored write
 //! ([`SendQueue::fill_io_slices`]) and trimmed by however many bytes the socket took
-//! ([`SendQueue::consume`]). Four choices shape it:
+//! ([`SendQueue::consume`]). Five choices shape it:
 //!
 //! * **Zero copy for `Bytes`.** [`SendQueue::push_bytes`] queues the caller's [`Bytes`]
 //!   as is (a refcount, no copy), so large payloads go from the protocol to `writev`
@@ -11,6 +11,9 @@
 //! * **Coalescing for copies.** [`SendQueue::push_slice`] must copy anyway, so it appends
 //!   to the tail buffer while that stays small: a protocol writing many little frames
 //!   then costs one iovec instead of hundreds, and `IOV_MAX` is rarely the limit.
+//! * **The first chunk inline.** The usual queue is one refused write waiting for the
+//!   socket to become writable. Its chunk lives in the queue itself; only a second chunk
+//!   needs a deque, so the common case never trades a deque with the pool.
 //! * **A caller-owned pool.** Buffers and deques of drained queues go to a [`SendPool`]
 //!   (owned by whoever owns many queues, e.g. the loop registry), and new writes take
 //!   them back, so a transport in steady state performs no allocator calls at all.
@@ -45,6 +48,10 @@ const MIN_BUFFER_CAPACITY: usize = 4 * 1024;
 /// so one burst of huge writes does not pin that memory for the life of the pool.
 const POOL_CAPACITY_MAX: usize = 1024 * 1024;
 
+/// The chunks after a queue's first. Boxed: a queue without them then costs one pointer,
+/// which keeps the inline first chunk within a transport's size budget (DESIGN.md §8).
+type Rest = Box<VecDeque<Chunk>>;
+
 /// A reusable buffer handed between drained queues and new writes, so an idle transport
 /// holds no heap memory and the next message costs no allocation.
 ///
@@ -53,7 +60,7 @@ const POOL_CAPACITY_MAX: usize = 1024 * 1024;
 /// by the caller and passed to every queue operation that may take or return memory.
 pub struct SendPool {
     buffers: Vec<Vec<u8>>,
-    deques: Vec<VecDeque<Chunk>>,
+    deques: Vec<Rest>,
     max_buffers: usize,
 }
 
@@ -69,11 +76,11 @@ impl SendPool {
     /// memory the send path holds.
     pub fn heap_bytes(&self) -> usize {
         let buffers: usize = self.buffers.iter().map(Vec::capacity).sum();
-        let deques: usize = self.deques.iter().map(deque_heap_bytes).sum();
+        let deques: usize = self.deques.iter().map(|rest| rest_heap_bytes(rest)).sum();
         buffers
             + deques
             + self.buffers.capacity() * mem::size_of::<Vec<u8>>()
-            + self.deques.capacity() * mem::size_of::<VecDeque<Chunk>>()
+            + self.deques.capacity() * mem::size_of::<Rest>()
     }
 
     /// An empty buffer with capacity for at least `need` bytes.
@@ -109,15 +116,17 @@ impl SendPool {
     }
 
     /// An empty deque, with capacity if the pool had one.
-    fn take_deque(&mut self) -> VecDeque<Chunk> {
+    fn take_deque(&mut self) -> Rest {
         self.deques.pop().unwrap_or_default()
     }
 
     /// Takes back the deque of a queue that just drained.
-    fn put_deque(&mut self, deque: VecDeque<Chunk>) {
+    fn put_deque(&mut self, deque: Rest) {
         debug_assert!(deque.is_empty());
-        let bytes = deque_heap_bytes(&deque);
-        if bytes > 0 && bytes <= POOL_CAPACITY_MAX && self.deques.len() < self.max_buffers {
+        if deque.capacity() > 0
+            && rest_heap_bytes(&deque) <= POOL_CAPACITY_MAX
+            && self.deques.len() < self.max_buffers
+        {
             self.deques.push(deque);
         }
     }
@@ -139,8 +148,9 @@ impl fmt::Debug for SendPool {
     }
 }
 
-fn deque_heap_bytes(deque: &VecDeque<Chunk>) -> usize {
-    deque.capacity() * mem::size_of::<Chunk>()
+/// Heap bytes of a boxed deque: the box and the deque's buffer.
+fn rest_heap_bytes(rest: &VecDeque<Chunk>) -> usize {
+    mem::size_of::<VecDeque<Chunk>>() + rest.capacity() * mem::size_of::<Chunk>()
 }
 
 /// One queued chunk.
@@ -173,24 +183,38 @@ impl Chunk {
 /// (copies, coalesced). Every operation that may need or free memory takes the caller's
 /// [`SendPool`]; an empty queue holds no heap memory.
 pub struct SendQueue {
-    chunks: VecDeque<Chunk>,
+    /// The oldest chunk; `None` exactly when the queue is empty.
+    head: Option<Chunk>,
+    /// The chunks after `head`, oldest first. Taken from the pool for a second chunk and
+    /// kept, even when emptied, until the queue drains: a queue that hovers around two
+    /// chunks then does not trade its deque with the pool on every write.
+    rest: Option<Rest>,
     len: usize,
 }
 
 impl SendQueue {
     /// An empty queue; holds no heap memory.
     pub const fn new() -> Self {
-        SendQueue { chunks: VecDeque::new(), len: 0 }
+        SendQueue { head: None, rest: None, len: 0 }
     }
 
     /// Total queued bytes, O(1).
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing is queued.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Queued chunks, O(1): how many slices [`fill_io_slices`](Self::fill_io_slices)
+    /// fills when given room for all of them.
+    #[inline]
+    pub fn chunk_count(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 
     /// Queues `data` without copying (small chunks may be coalesced into the tail).
@@ -204,7 +228,7 @@ impl SendQueue {
         }
         self.len += data.len();
         if data.len() <= COPY_BYTES_MAX
-            && let Some(Chunk::Owned { buf, .. }) = self.chunks.back_mut()
+            && let Some(Chunk::Owned { buf, .. }) = self.tail_mut()
             && buf.capacity() - buf.len() >= data.len()
         {
             buf.extend_from_slice(&data);
@@ -223,7 +247,7 @@ impl SendQueue {
             return;
         }
         self.len += data.len();
-        if let Some(Chunk::Owned { buf, start }) = self.chunks.back_mut() {
+        if let Some(Chunk::Owned { buf, start }) = self.tail_mut() {
             if buf.capacity() - buf.len() >= data.len() {
                 buf.extend_from_slice(data);
                 return;
@@ -252,7 +276,7 @@ impl SendQueue {
     /// is the only limit; nothing is allocated.
     pub fn fill_io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
-        for (slot, chunk) in out.iter_mut().zip(&self.chunks) {
+        for (slot, chunk) in out.iter_mut().zip(self.chunks()) {
             *slot = IoSlice::new(chunk.live());
             filled += 1;
         }
@@ -270,18 +294,16 @@ impl SendQueue {
         let mut left = n.min(self.len);
         self.len -= left;
         while left > 0 {
-            let Some(front) = self.chunks.front_mut() else {
+            let Some(head) = &mut self.head else {
                 break;
             };
-            let live = front.live().len();
+            let live = head.live().len();
             if left < live {
-                front.advance(left);
+                head.advance(left);
                 break;
             }
             left -= live;
-            if let Some(Chunk::Owned { buf, .. }) = self.chunks.pop_front() {
-                pool.put_buffer(buf);
-            }
+            self.drop_head(pool);
         }
         if self.len == 0 {
             self.release_deque(pool);
@@ -292,10 +314,8 @@ impl SendQueue {
     ///
     /// Afterwards the queue holds no heap memory.
     pub fn clear(&mut self, pool: &mut SendPool) {
-        for chunk in self.chunks.drain(..) {
-            if let Chunk::Owned { buf, .. } = chunk {
-                pool.put_buffer(buf);
-            }
+        while self.head.is_some() {
+            self.drop_head(pool);
         }
         self.len = 0;
         self.release_deque(pool);
@@ -307,28 +327,49 @@ impl SendQueue {
     /// `Bytes` are not counted: their memory belongs to whoever created them.
     pub fn heap_bytes(&self) -> usize {
         let owned: usize = self
-            .chunks
-            .iter()
+            .chunks()
             .map(|chunk| match chunk {
                 Chunk::Shared(_) => 0,
                 Chunk::Owned { buf, .. } => buf.capacity(),
             })
             .sum();
-        deque_heap_bytes(&self.chunks) + owned
+        self.rest.as_deref().map_or(0, rest_heap_bytes) + owned
+    }
+
+    /// The chunks, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.head.iter().chain(self.rest.iter().flat_map(|rest| rest.iter()))
+    }
+
+    /// The newest chunk, the one later writes may coalesce into.
+    fn tail_mut(&mut self) -> Option<&mut Chunk> {
+        match self.rest.as_deref_mut().and_then(VecDeque::back_mut) {
+            Some(tail) => Some(tail),
+            None => self.head.as_mut(),
+        }
     }
 
     /// Appends a non-empty chunk; `len` is the caller's to update.
     fn push_chunk(&mut self, chunk: Chunk, pool: &mut SendPool) {
-        if self.chunks.capacity() == 0 {
-            self.chunks = pool.take_deque();
+        if self.head.is_none() {
+            self.head = Some(chunk);
+        } else {
+            self.rest.get_or_insert_with(|| pool.take_deque()).push_back(chunk);
         }
-        self.chunks.push_back(chunk);
+    }
+
+    /// Drops the head chunk (its buffer goes to `pool`) and moves the next one up.
+    fn drop_head(&mut self, pool: &mut SendPool) {
+        let next = self.rest.as_deref_mut().and_then(VecDeque::pop_front);
+        if let Some(Chunk::Owned { buf, .. }) = mem::replace(&mut self.head, next) {
+            pool.put_buffer(buf);
+        }
     }
 
     /// Hands the (empty) deque to the pool so the idle queue holds no heap.
     fn release_deque(&mut self, pool: &mut SendPool) {
-        if self.chunks.capacity() > 0 {
-            pool.put_deque(mem::take(&mut self.chunks));
+        if let Some(rest) = self.rest.take() {
+            pool.put_deque(rest);
         }
     }
 }
@@ -343,7 +384,7 @@ impl fmt::Debug for SendQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendQueue")
             .field("len", &self.len)
-            .field("chunks", &self.chunks.len())
+            .field("chunks", &self.chunk_count())
             .finish()
     }
 }
@@ -459,8 +500,11 @@ mod tests {
         assert_eq!((pool.buffers.len(), pool.deques.len()), (2, 1));
         let pooled = pool.heap_bytes();
 
-        // The next write takes memory back from the pool instead of allocating.
+        // The next writes take memory back from the pool instead of allocating: a buffer
+        // for the copy, and the deque only once a second chunk is queued.
         q.push_slice(&[1; 3000], &mut pool);
+        assert_eq!((pool.buffers.len(), pool.deques.len()), (1, 1));
+        q.push_bytes(Bytes::from(vec![2; 4000]), &mut pool);
         assert_eq!((pool.buffers.len(), pool.deques.len()), (1, 0));
         assert!(pool.heap_bytes() < pooled);
         q.clear(&mut pool);
@@ -488,12 +532,49 @@ mod tests {
         q.push_slice(&vec![0; POOL_CAPACITY_MAX + 1], &mut pool);
         q.consume(q.len(), &mut pool);
         assert!(pool.buffers.is_empty(), "oversized buffer was pooled");
-        assert_eq!(pool.deques.len(), 1);
+        assert!(pool.deques.is_empty(), "a lone chunk took a deque");
 
         let mut pool = SendPool::new(0);
         q.push_slice(b"x", &mut pool);
         q.clear(&mut pool);
         assert_eq!(pool.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn lone_chunk_stays_inline() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        // One refused write: queued inside the queue, no heap, the pool untouched.
+        q.push_bytes(Bytes::from(vec![1; 1000]), &mut pool);
+        assert_eq!((q.chunk_count(), q.heap_bytes(), pool.heap_bytes()), (1, 0, 0));
+        // A second chunk takes a deque, kept while the queue is down to one chunk...
+        q.push_bytes(Bytes::from(vec![2; 1000]), &mut pool);
+        let with_deque = q.heap_bytes();
+        assert!(with_deque > 0);
+        q.consume(1000, &mut pool);
+        assert_eq!((q.chunk_count(), q.heap_bytes()), (1, with_deque));
+        assert_eq!(exposed(&q, 4), [2; 1000]);
+        // ...and returned once it drains.
+        q.consume(1000, &mut pool);
+        assert_eq!((q.chunk_count(), q.heap_bytes()), (0, 0));
+        assert_eq!(pool.deques.len(), 1);
+    }
+
+    #[test]
+    fn partly_sent_head_is_reclaimed_before_growing() {
+        let mut pool = SendPool::default();
+        let mut q = SendQueue::new();
+        q.push_slice(&[1; 3000], &mut pool);
+        q.consume(2000, &mut pool);
+        let buffer = q.heap_bytes();
+        assert_eq!(buffer, MIN_BUFFER_CAPACITY);
+        // No room after the 3000 bytes, but the 1000 unsent ones plus these fit the
+        // buffer once the sent prefix is dropped: same chunk, same buffer.
+        q.push_slice(&[2; MIN_BUFFER_CAPACITY - 1000], &mut pool);
+        assert_eq!((q.chunk_count(), q.heap_bytes()), (1, buffer));
+        let mut want = vec![1; 1000];
+        want.extend([2; MIN_BUFFER_CAPACITY - 1000]);
+        assert_eq!(exposed(&q, 4), want);
     }
 
     #[test]
@@ -565,6 +646,8 @@ mod tests {
                 }
             }
             assert_eq!(q.len(), model.len(), "step {step}");
+            let mut all = vec![IoSlice::new(&[]); q.chunk_count() + 1];
+            assert_eq!(q.fill_io_slices(&mut all), q.chunk_count(), "step {step}");
             if q.is_empty() {
                 assert_eq!(q.heap_bytes(), 0, "step {step}");
             }

@@ -4,8 +4,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::LoopError;
 use super::state::{Closure, Core, NO_HANDLE, Notice, READ_BUFFER_SIZE, panic_message};
+use super::{LoopError, Trace};
 use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
 use crate::{ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError};
 
@@ -93,6 +93,7 @@ impl Core {
         &mut self,
         h: Handle,
         io: &mut dyn Io,
+        trace: Option<Trace<'_>>,
         call: impl FnOnce(&mut dyn Protocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
     ) -> Option<Invoked<T>> {
         let entry = self.entry_mut(h).ok()?;
@@ -100,6 +101,9 @@ impl Core {
             return None;
         }
         let mut proto = entry.protocol.take()?;
+        if let Some(trace) = trace {
+            self.trace(h, trace);
+        }
         let now = self.now;
         let result = {
             let mut ctx = Ctx::new(self, io, h, now);
@@ -115,23 +119,32 @@ impl Core {
         Some(result)
     }
 
+    pub(super) fn trace(&mut self, h: Handle, trace: Trace<'_>) {
+        if let Some(tracer) = self.tracer.as_mut() {
+            tracer(h, trace);
+        }
+    }
+
     fn deliver(&mut self, h: Handle, cb: StreamCallback, io: &mut dyn Io) {
         match cb {
             StreamCallback::ConnectionMade => {
-                let r = self.invoke(h, io, |p, ctx| p.connection_made(ctx));
+                let r = self
+                    .invoke(h, io, Some(Trace::ConnectionMade), |p, ctx| p.connection_made(ctx));
                 self.settle(h, "connection_made", r, false, io);
             }
             StreamCallback::PauseWriting => {
-                let r = self.invoke(h, io, |p, ctx| p.pause_writing(ctx));
+                let r =
+                    self.invoke(h, io, Some(Trace::PauseWriting), |p, ctx| p.pause_writing(ctx));
                 self.settle(h, "pause_writing", r, false, io);
             }
             StreamCallback::ResumeWriting => {
-                let r = self.invoke(h, io, |p, ctx| p.resume_writing(ctx));
+                let r =
+                    self.invoke(h, io, Some(Trace::ResumeWriting), |p, ctx| p.resume_writing(ctx));
                 self.settle(h, "resume_writing", r, false, io);
             }
             StreamCallback::DataReceived(data) => self.deliver_held_data(h, &data, io),
             StreamCallback::EofReceived => {
-                let r = self.invoke(h, io, |p, ctx| p.eof_received(ctx));
+                let r = self.invoke(h, io, Some(Trace::EofReceived), |p, ctx| p.eof_received(ctx));
                 if let Some(keep_open) = self.settle(h, "eof_received", r, true, io) {
                     self.with_stream_io(h, io, |t, io, pool| {
                         t.handle_eof_answer(keep_open, io, pool)
@@ -139,7 +152,9 @@ impl Core {
                 }
             }
             StreamCallback::ConnectionLost(err) => {
-                let r = self.invoke(h, io, |p, ctx| p.connection_lost(ctx, err));
+                let r = self.invoke(h, io, Some(Trace::ConnectionLost(err.as_ref())), |p, ctx| {
+                    p.connection_lost(ctx, err.clone())
+                });
                 // Only reported: there is nothing left to end.
                 self.settle(h, "connection_lost", r, false, io);
             }
@@ -147,18 +162,21 @@ impl Core {
     }
 
     pub(super) fn deliver_timeout(&mut self, h: Handle, io: &mut dyn Io) {
-        let r = self.invoke(h, io, |p, ctx| p.handle_timeout(ctx));
+        let r = self.invoke(h, io, Some(Trace::Timeout), |p, ctx| p.handle_timeout(ctx));
         self.settle(h, "handle_timeout", r, true, io);
     }
 
     fn deliver_wake(&mut self, h: Handle, io: &mut dyn Io) {
-        let r = self.invoke(h, io, |p, ctx| p.handle_wake(ctx));
+        let r = self.invoke(h, io, Some(Trace::Wake), |p, ctx| p.handle_wake(ctx));
         self.settle(h, "handle_wake", r, true, io);
     }
 
     fn deliver_notice(&mut self, n: Notice, io: &mut dyn Io) {
         let Notice { requester, id, outcome } = n;
-        let r = self.invoke(requester, io, |p, ctx| p.request_completed(ctx, id, outcome));
+        let trace = Trace::RequestCompleted(id, outcome.as_ref().map(|h| *h));
+        let r = self.invoke(requester, io, Some(trace), |p, ctx| {
+            p.request_completed(ctx, id, outcome.clone())
+        });
         self.settle(requester, "request_completed", r, false, io);
     }
 
@@ -167,9 +185,11 @@ impl Core {
     /// `buffer_updated` as asyncio's `_feed_data_to_buffered_proto` does (spec §1.8).
     fn deliver_held_data(&mut self, h: Handle, data: &[u8], io: &mut dyn Io) {
         let mut rest = data;
+        // Traced once, whole: a buffered protocol may take it in several pieces.
+        let mut trace = Some(Trace::DataReceived(data));
         while !rest.is_empty() {
             // Ok(None): get_buffer returned an empty buffer.
-            let r = self.invoke(h, io, |p, ctx| match p.get_buffer(rest.len())? {
+            let r = self.invoke(h, io, trace.take(), |p, ctx| match p.get_buffer(rest.len())? {
                 None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
                 Some([]) => Ok(None),
                 Some(buf) => {
@@ -229,14 +249,20 @@ impl Core {
         }
         let now = self.now;
         let Some(entry) = self.slots[h.index() as usize].entry.as_mut() else { return Ok(()) };
-        let (t, pool) = (entry.stream(), &mut self.pool);
-        // get_buffer's slice borrows the protocol, so the read happens inside the same
-        // unwind guard.
+        let (t, pool, tracer) = (entry.stream(), &mut self.pool, &mut self.tracer);
+        // get_buffer's slice borrows the protocol, so the read (and its trace) happens
+        // inside the same unwind guard.
         let step = catch_unwind(AssertUnwindSafe(|| -> Result<Step, ProtocolError> {
             Ok(match proto.get_buffer(READ_BUFFER_SIZE)? {
                 None => Step::Plain,
                 Some([]) => Step::Empty,
-                Some(buf) => Step::Read(t.read(buf, io, pool)),
+                Some(buf) => {
+                    let outcome = t.read(buf, io, pool);
+                    if let (Ok(ReadOutcome::Data(n)), Some(tracer)) = (&outcome, tracer) {
+                        tracer(h, Trace::DataReceived(&buf[..*n]));
+                    }
+                    Step::Read(outcome)
+                }
             })
         }));
         let delivered = match step {
@@ -273,6 +299,7 @@ impl Core {
                 };
                 let r = outcome.map(|outcome| match outcome {
                     ReadOutcome::Data(n) => {
+                        self.trace(h, Trace::DataReceived(&buf[..n]));
                         let mut ctx = Ctx::new(self, io, h, now);
                         let r = catch_unwind(AssertUnwindSafe(|| {
                             proto.data_received(&mut ctx, &buf[..n])

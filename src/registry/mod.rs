@@ -94,6 +94,35 @@ pub enum LoopError {
     },
 }
 
+/// A callback about to be delivered, as seen by a tracer ([`Registry::set_tracer`]).
+/// Only callbacks that actually reach a protocol are traced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trace<'a> {
+    /// `connection_made`.
+    ConnectionMade,
+    /// `data_received` with these bytes, or `buffer_updated` for the bytes read into the
+    /// protocol's buffer.
+    DataReceived(&'a [u8]),
+    /// `eof_received`.
+    EofReceived,
+    /// `pause_writing`.
+    PauseWriting,
+    /// `resume_writing`.
+    ResumeWriting,
+    /// `connection_lost`.
+    ConnectionLost(Option<&'a ConnectionError>),
+    /// `handle_timeout`.
+    Timeout,
+    /// `handle_wake`.
+    Wake,
+    /// `request_completed`.
+    RequestCompleted(RequestId, Result<StreamHandle, &'a ConnectionError>),
+}
+
+/// A tracer: observes each callback just before it is delivered.
+pub type Tracer = Box<dyn FnMut(Handle, Trace<'_>)>;
+
 /// The loop state of one loop. See the [crate docs](crate) for the driving contract and
 /// the canonical driver loop.
 pub struct Registry {
@@ -405,6 +434,18 @@ impl Registry {
         let r = f(&mut Ctx::new(&mut self.core, io, self::state::NO_HANDLE, now));
         self.core.drain(io);
         r
+    }
+
+    /// Installs (or with `None` removes) a tracer: called with the transport's handle just
+    /// before every callback is delivered to its protocol — how the test harness records
+    /// transcripts. It cannot act on the loop, so it cannot re-enter it.
+    pub fn set_tracer(&mut self, tracer: Option<Tracer>) {
+        self.core.tracer = tracer;
+    }
+
+    /// How many `call_soon` closures wait for the next [`dispatch`](Self::dispatch).
+    pub fn pending_soon(&self) -> usize {
+        self.core.soon.len()
     }
 
     /// Timer entries held (protocol timers plus `call_later` closures): bounded by the

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use super::{Endpoint, LoopError, Request};
+use super::{Endpoint, LoopError, Request, Tracer};
 use crate::stream::StreamKind;
 use crate::{
     ConnectionError, Ctx, DriverError, Extra, Handle, HandleError, Interest, Io, Protocol,
@@ -126,6 +126,7 @@ pub(crate) struct Core {
     pub(super) errors_dropped: u64,
     pub(super) read_buf: Vec<u8>,
     pub(crate) pool: SendPool,
+    pub(super) tracer: Option<Tracer>,
     /// The driver's time at its latest call.
     pub(crate) now: Instant,
 }
@@ -150,6 +151,7 @@ impl Core {
             errors_dropped: 0,
             read_buf: Vec::new(),
             pool: SendPool::default(),
+            tracer: None,
             now,
         }
     }
