@@ -179,6 +179,8 @@ mod protocol;
 mod registry;
 mod send_queue;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{
     ConnectionError, DriverError, HandleError, IoError, LimitsError, ProtocolError, TimeOverflow,

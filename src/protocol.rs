@@ -134,6 +134,56 @@ pub trait Protocol {
     }
 }
 
+/// A boxed protocol is a protocol, so APIs generic over `impl Protocol` also take
+/// `Box<dyn Protocol>`.
+impl<P: Protocol + ?Sized> Protocol for Box<P> {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        (**self).connection_made(ctx)
+    }
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        (**self).data_received(ctx, data)
+    }
+    fn eof_received(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult<bool> {
+        (**self).eof_received(ctx)
+    }
+    fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        (**self).pause_writing(ctx)
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        (**self).resume_writing(ctx)
+    }
+    fn connection_lost(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        err: Option<ConnectionError>,
+    ) -> CallbackResult {
+        (**self).connection_lost(ctx, err)
+    }
+    fn get_buffer(&mut self, sizehint: usize) -> CallbackResult<Option<&mut [u8]>> {
+        (**self).get_buffer(sizehint)
+    }
+    fn buffer_updated(&mut self, ctx: &mut Ctx<'_>, n: usize) -> CallbackResult {
+        (**self).buffer_updated(ctx, n)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        (**self).handle_timeout(ctx)
+    }
+    fn request_completed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: RequestId,
+        outcome: Result<StreamHandle, ConnectionError>,
+    ) -> CallbackResult {
+        (**self).request_completed(ctx, id, outcome)
+    }
+    fn handle_wake(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        (**self).handle_wake(ctx)
+    }
+}
+
 /// Names a request made through [`Ctx::connect`]; the answer arrives in
 /// [`Protocol::request_completed`] with the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -25,7 +25,7 @@ use self::state::Transport;
 use crate::stream::StreamKind;
 use crate::{
     ConnectionError, DriverError, Extra, Handle, Interest, Io, Protocol, ProtocolError,
-    ReadPipeHandle, RequestId, StreamHandle, WritePipeHandle,
+    ReadPipeHandle, RequestId, StreamHandle, StreamTransport, WritePipeHandle,
 };
 
 /// Where to open a connection ([`Ctx::connect`], [`Registry::connect`]).
@@ -355,6 +355,15 @@ impl Registry {
         let r = self.core.with_stream_io(h, io, |t, io, pool| t.handle_sent(n, io, pool));
         self.core.drain(io);
         r.unwrap_or(Err(DriverError::StaleHandle))
+    }
+
+    /// The transport `h`, read-only: its buffer size, limits, closing state, extra info.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::StaleHandle`].
+    pub fn transport(&self, h: Handle) -> Result<&StreamTransport, DriverError> {
+        Ok(self.core.entry(h).map_err(|_| DriverError::StaleHandle)?.stream_ref())
     }
 
     /// What `h` wants from the readiness source now.
