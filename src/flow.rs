@@ -9,8 +9,8 @@
 //! callbacks it has been given — is kept apart, and [`FlowControl::poll_edge`] hands out the
 //! callbacks that bring the view up to date (DESIGN.md §4): pause then resume when a whole
 //! episode happened before delivery (a protocol that saw `is_writing_paused()` must hear
-//! the resume), never a resume without its pause, and after an abort or fatal error only a
-//! pause that already happened.
+//! the resume), never a resume without its pause, and once frozen (the connection is gone)
+//! no new edge at all.
 
 use crate::{WriteBufferLimits, WriteError};
 
@@ -52,8 +52,7 @@ pub struct FlowControl {
     view_paused: bool,
     /// A whole pause→resume episode happened while the protocol's view was "not paused".
     pulse: bool,
-    /// Abort or fatal error: the size no longer moves the state, and only a pause that
-    /// already happened is still delivered.
+    /// The connection is gone: the size no longer moves the state.
     frozen: bool,
 }
 
@@ -148,11 +147,7 @@ impl FlowControl {
 
     /// True when [`poll_edge`](Self::poll_edge) would return a callback.
     pub fn has_edge(&self) -> bool {
-        if self.frozen {
-            self.paused && !self.view_paused
-        } else {
-            self.view_paused != self.paused || self.pulse
-        }
+        self.view_paused != self.paused || self.pulse
     }
 
     /// The next flow-control callback to deliver, bringing the protocol's view one step
@@ -178,11 +173,11 @@ impl FlowControl {
         self.pulse = false;
     }
 
-    /// After an abort or a fatal error: the size no longer moves the state; a pause that
-    /// already happened is still delivered, a resume never is (asyncio, spec §3.10).
+    /// When the connection is gone (abort, fatal error, close): the size no longer moves
+    /// the state, so dropping the queue causes no resume (asyncio: a paused protocol hears
+    /// pause → lost, spec §3.10). Edges that happened before are still delivered.
     pub fn freeze(&mut self) {
         self.frozen = true;
-        self.pulse = false;
     }
 
     /// True after [`freeze`](Self::freeze).

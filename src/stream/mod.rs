@@ -41,6 +41,11 @@ pub use pipe::{ReadPipeTransport, WritePipeTransport};
 /// batch size, not IOV_MAX: a flush loops until the queue is empty or the socket refuses.
 const FLUSH_BATCH: usize = 64;
 
+/// The slots a flush offers when the queue holds at most this many chunks (usually one
+/// refused write): clearing all `FLUSH_BATCH` slots would cost more than the rest of
+/// such a flush.
+const FLUSH_FEW: usize = 4;
+
 // DESIGN.md §8: a transport is small; one per connection, thousands per loop.
 const _: () = assert!(std::mem::size_of::<StreamTransport>() <= 256);
 
@@ -279,15 +284,7 @@ impl StreamTransport {
     /// Offers `data` to the socket while the queue is empty: how many bytes went out
     /// (0 on `WouldBlock`), or why the connection failed.
     fn send_now(&mut self, data: &[u8], io: &mut dyn Io) -> Result<usize, ConnectionError> {
-        match io.try_send(self.handle, &[IoSlice::new(data)]) {
-            Ok(n) if n <= data.len() => Ok(n),
-            Ok(n) => Err(ConnectionError::Driver(DriverError::SentMoreThanOffered {
-                offered: data.len(),
-                sent: n,
-            })),
-            Err(e) if is_transient(&e) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        offer(io, self.handle, &[IoSlice::new(data)], data.len())
     }
 
     /// Shuts down the write side once everything queued has been sent (asyncio's
@@ -325,8 +322,10 @@ impl StreamTransport {
     }
 
     /// Closes at once: the queue is dropped (`write_buffer_size()` is 0 when this returns),
-    /// the socket closed, and `connection_lost(None)` follows. A pause that already
-    /// happened is still delivered; `resume_writing` never is. Idempotent.
+    /// the socket closed, and `connection_lost(None)` follows. Dropping the queue never
+    /// causes `resume_writing` (a paused protocol hears pause → lost, spec §3.10); an edge
+    /// that happened before the abort is still delivered, as asyncio delivered it
+    /// synchronously before the abort. Idempotent.
     pub fn abort(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
         self.lifecycle.start_closing();
         self.lose(None, io, pool);
@@ -713,19 +712,10 @@ impl StreamTransport {
 
     fn flush(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
         while !self.queue.is_empty() {
-            let sent = {
-                let mut slices = [IoSlice::new(&[]); FLUSH_BATCH];
-                let count = self.queue.fill_io_slices(&mut slices);
-                let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
-                match io.try_send(self.handle, &slices[..count]) {
-                    Ok(n) if n <= offered => Ok((n, offered)),
-                    Ok(n) => Err(ConnectionError::Driver(DriverError::SentMoreThanOffered {
-                        offered,
-                        sent: n,
-                    })),
-                    Err(e) if is_transient(&e) => Ok((0, offered)),
-                    Err(e) => Err(e.into()),
-                }
+            let sent = if self.queue.chunk_count() <= FLUSH_FEW {
+                self.send_queued::<FLUSH_FEW>(io)
+            } else {
+                self.send_queued::<FLUSH_BATCH>(io)
             };
             match sent {
                 Ok((n, offered)) => {
@@ -738,6 +728,17 @@ impl StreamTransport {
             }
         }
         self.after_progress(io, pool);
+    }
+
+    /// One vectored send of the first `N` queued chunks: the bytes sent and offered.
+    fn send_queued<const N: usize>(
+        &self,
+        io: &mut dyn Io,
+    ) -> Result<(usize, usize), ConnectionError> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let count = self.queue.fill_io_slices(&mut slices);
+        let offered = slices[..count].iter().map(|s| s.len()).sum();
+        offer(io, self.handle, &slices[..count], offered).map(|n| (n, offered))
     }
 
     /// After bytes left the queue: the resume edge, then what waited for the drain.
@@ -771,9 +772,9 @@ impl StreamTransport {
         if self.lifecycle.is_lost() {
             return;
         }
-        if !self.queue.is_empty() || reason.is_some() {
-            self.flow.freeze();
-        }
+        // Edges that already happened are still delivered (a close flush that drained
+        // below low water owes a resume); dropping the queue must not cause a new one.
+        self.flow.freeze();
         self.queue.clear(pool);
         self.flow.set_external_pending(0, 0);
         self.release_inbound();
@@ -783,6 +784,25 @@ impl StreamTransport {
 
     fn release_inbound(&mut self) {
         self.inbound = Vec::new();
+    }
+}
+
+/// Offers `bufs` (`offered` bytes in all) to the socket: how many bytes it took (0 when it
+/// would block), or the error that ends the connection, a driver claiming to have sent
+/// more than it was offered included.
+fn offer(
+    io: &mut dyn Io,
+    handle: Handle,
+    bufs: &[IoSlice<'_>],
+    offered: usize,
+) -> Result<usize, ConnectionError> {
+    match io.try_send(handle, bufs) {
+        Ok(n) if n <= offered => Ok(n),
+        Ok(n) => {
+            Err(ConnectionError::Driver(DriverError::SentMoreThanOffered { offered, sent: n }))
+        }
+        Err(e) if is_transient(&e) => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
 
