@@ -11,7 +11,7 @@
 //!   callback per transport, and an invariant checker run after every step
 //!   (`connection_made` first and once, `connection_lost` once and last, pause/resume
 //!   strictly alternating, the bytes delivered are exactly the bytes sent, `Io::close` once,
-//!   no work without new input, timers never left in the past). The same seed gives the
+//!   no work without new input, a due timer always fires). The same seed gives the
 //!   same run; a failure prints the seed.
 //! * [`Scripted`]: one transport over a socket whose every answer the test dictates
 //!   ("`try_send` accepts 3 bytes, then `WouldBlock`, then the peer sends EOF"), reading
@@ -104,6 +104,7 @@
 //!
 //! `examples/test_your_protocol.rs` is the same walk-through as a program.
 
+pub mod model;
 mod net;
 mod rng;
 mod scripted;

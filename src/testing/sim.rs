@@ -471,17 +471,20 @@ impl Sim {
             let Some(next) = next.filter(|&t| horizon.is_none_or(|h| t <= h)) else {
                 return Ok(false);
             };
+            // Time does not move when a timer is already due: then this pass must fire
+            // something, or the timer is stuck and the loop would spin (DESIGN.md §3.3
+            // rule 4: no busy loop without work).
+            let due_already = next <= self.now;
+            let before = self.rec.borrow().log.len();
             self.now = self.now.max(next);
             self.net.now = self.now;
             self.stalled.retain(|_, until| *until > self.now);
             self.reg.handle_timeout(self.now, &mut self.net);
-            if let Some(t) = self.reg.poll_timeout()
-                && (t < self.now || (t == self.now && self.reg.pending_soon() == 0))
-            {
-                let late = self.now.saturating_duration_since(t);
+            let fired = self.rec.borrow().log.len() > before;
+            if due_already && !fired && self.reg.poll_timeout().is_some_and(|t| t <= self.now) {
                 return Err(self.violation(
                     None,
-                    format!("after handle_timeout(now), poll_timeout() is {late:?} before now"),
+                    "poll_timeout() is due, but handle_timeout(now) delivered nothing".into(),
                 ));
             }
         }
