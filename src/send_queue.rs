@@ -227,6 +227,13 @@ impl SendQueue {
             return;
         }
         self.len += data.len();
+        // The usual case (a refused write), built in place rather than through
+        // `push_chunk`: moving the chunk through that call's argument stalls on store
+        // forwarding, a few ns per queued write.
+        if self.head.is_none() {
+            self.head = Some(Chunk::Shared(data));
+            return;
+        }
         if data.len() <= COPY_BYTES_MAX
             && let Some(Chunk::Owned { buf, .. }) = self.tail_mut()
             && buf.capacity() - buf.len() >= data.len()
@@ -338,7 +345,10 @@ impl SendQueue {
 
     /// The chunks, oldest first.
     fn chunks(&self) -> impl Iterator<Item = &Chunk> {
-        self.head.iter().chain(self.rest.iter().flat_map(|rest| rest.iter()))
+        // Chaining an empty deque rather than flattening the `Option` keeps the iterator
+        // simple enough to compile to a plain loop in `fill_io_slices`.
+        static NO_CHUNKS: VecDeque<Chunk> = VecDeque::new();
+        self.head.iter().chain(self.rest.as_deref().unwrap_or(&NO_CHUNKS))
     }
 
     /// The newest chunk, the one later writes may coalesce into.
@@ -350,6 +360,7 @@ impl SendQueue {
     }
 
     /// Appends a non-empty chunk; `len` is the caller's to update.
+    #[inline]
     fn push_chunk(&mut self, chunk: Chunk, pool: &mut SendPool) {
         if self.head.is_none() {
             self.head = Some(chunk);
@@ -359,6 +370,7 @@ impl SendQueue {
     }
 
     /// Drops the head chunk (its buffer goes to `pool`) and moves the next one up.
+    #[inline]
     fn drop_head(&mut self, pool: &mut SendPool) {
         let next = self.rest.as_deref_mut().and_then(VecDeque::pop_front);
         if let Some(Chunk::Owned { buf, .. }) = mem::replace(&mut self.head, next) {
@@ -367,6 +379,7 @@ impl SendQueue {
     }
 
     /// Hands the (empty) deque to the pool so the idle queue holds no heap.
+    #[inline]
     fn release_deque(&mut self, pool: &mut SendPool) {
         if let Some(rest) = self.rest.take() {
             pool.put_deque(rest);

@@ -199,6 +199,9 @@ impl StreamTransport {
         self.admit_write(data.len())?;
         if self.queue.is_empty() && !data.is_empty() {
             match self.send_now(&data, io) {
+                // Not when nothing went out: rewriting the fields of `data` right before
+                // it is moved into the queue stalls the move (store forwarding).
+                Ok(0) => {}
                 Ok(n) => data.advance(n),
                 Err(e) => {
                     self.fail(e, io, pool);
