@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind, IoSlice};
 use bytes::Bytes;
 
 use super::*;
-use crate::StreamHandle;
+use crate::{Interest, StreamHandle};
 
 /// A scripted socket: `try_send` takes up to `budget` bytes in total (then `WouldBlock`),
 /// `try_recv` replays `reads` (empty script: `WouldBlock`).
