@@ -25,7 +25,7 @@ use self::state::Transport;
 use crate::stream::StreamKind;
 use crate::{
     ConnectionError, DriverError, Extra, Handle, Interest, Io, Protocol, ProtocolError,
-    ReadPipeHandle, RequestId, StreamHandle, StreamTransport, WritePipeHandle,
+    ReadPipeHandle, RequestId, SendPool, StreamHandle, StreamTransport, WritePipeHandle,
 };
 
 /// Where to open a connection ([`Ctx::connect`], [`Registry::connect`]).
@@ -270,11 +270,7 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.check_driven(h)?;
-        self.core.now = now;
-        let r = self.core.with_stream_io(h, io, |t, io, pool| t.on_writable(io, pool));
-        self.core.drain(io);
-        r.unwrap_or(Err(DriverError::StaleHandle))
+        self.drive(h, now, io, |t, io, pool| t.on_writable(io, pool))
     }
 
     /// A fatal error observed outside `Io` calls (`EPOLLERR`, a failed completion):
@@ -290,11 +286,7 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.check_driven(h)?;
-        self.core.now = now;
-        let r = self.core.with_stream_io(h, io, |t, io, pool| t.handle_error(err, io, pool));
-        self.core.drain(io);
-        r.unwrap_or(Err(DriverError::StaleHandle))
+        self.drive(h, now, io, |t, io, pool| t.handle_error(err, io, pool))
     }
 
     /// For completion-based drivers: bytes received for `h` outside [`Io::try_recv`]
@@ -310,13 +302,14 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.check_driven(h)?;
-        self.core.now = now;
-        let r = self.core.with_stream_io(h, io, |t, _, _| {
-            if data.is_empty() { t.handle_eof() } else { t.handle_data(data) }
-        });
-        self.core.drain(io);
-        r.unwrap_or(Err(DriverError::StaleHandle))
+        self.drive(
+            h,
+            now,
+            io,
+            |t, _, _| {
+                if data.is_empty() { t.handle_eof() } else { t.handle_data(data) }
+            },
+        )
     }
 
     /// For completion-based drivers: fills `out` with `h`'s queued bytes and returns how
@@ -350,11 +343,7 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.check_driven(h)?;
-        self.core.now = now;
-        let r = self.core.with_stream_io(h, io, |t, io, pool| t.handle_sent(n, io, pool));
-        self.core.drain(io);
-        r.unwrap_or(Err(DriverError::StaleHandle))
+        self.drive(h, now, io, |t, io, pool| t.handle_sent(n, io, pool))
     }
 
     /// The transport `h`, read-only: its buffer size, limits, closing state, extra info.
@@ -461,6 +450,22 @@ impl Registry {
     /// number of transports plus pending closures, however often timers are reset.
     pub fn timer_entries(&self) -> usize {
         self.core.timer_entries()
+    }
+
+    /// A driver call on one transport: check the handle, run `f` with the driver's `Io`,
+    /// then dispatch to quiescence.
+    fn drive<R>(
+        &mut self,
+        h: Handle,
+        now: Instant,
+        io: &mut dyn Io,
+        f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> Result<R, DriverError>,
+    ) -> Result<R, DriverError> {
+        self.check_driven(h)?;
+        self.core.now = now;
+        let r = self.core.with_stream_io(h, io, f);
+        self.core.drain(io);
+        r.unwrap_or(Err(DriverError::StaleHandle))
     }
 
     /// Only transports the external driver drives: not ones served by a protocol.
