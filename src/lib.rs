@@ -71,6 +71,36 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Testing a protocol without sockets
+//!
+//! With the `testing` feature, `aioport::testing` drives the same registry in memory and
+//! in virtual time: `Sim` joins transports (or a transport and the test itself) with
+//! links that apply seeded faults — partial sends, read chunking, stalls, latency, resets
+//! — and checks the loop's invariants after every step; `Scripted` dictates every answer
+//! of one socket, like CPython's mocked-socket tests. Same seed, same run.
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use std::time::Instant;
+//! use aioport::{CallbackResult, Ctx, Protocol};
+//! use aioport::testing::{Event, Sim, SimConfig};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+//!         Ok(ctx.write_slice(ctx.stream(), data)?)
+//!     }
+//! }
+//!
+//! let mut sim = Sim::with_config(Instant::now(), SimConfig::new(1).max_read(2));
+//! let (h, peer) = sim.open(Echo);
+//! sim.peer_send(peer, b"hello");
+//! sim.run_until_idle();
+//! assert_eq!(sim.peer_received(peer), b"hello");
+//! assert_eq!(sim.transcript(h)[1..], [Event::data(b"he"), Event::data(b"ll"), Event::data(b"o")]);
+//! # }
+//! ```
+//!
 //! # The driving contract
 //!
 //! 1. Insert each connected or accepted socket with [`Registry::insert_stream`] (or a pipe
