@@ -186,6 +186,12 @@
 //! | unbounded write buffer | optional hard limit → `WriteError::BufferFull` (off by default) |
 //! | `pause_writing` / `resume_writing` run synchronously inside `write()` | the *state* changes inside `write()` (`is_writing_paused()` is true when it returns); the callback is delivered right after the current callback |
 //! | `get_buffer(-1)`: the size hint is always -1 | the hint is the loop's read size (256 KiB) |
+//! | writelines behind a queue: 3.12+ `writelines` tries to send at once even with data already buffered | like `write` (and CPython's own `write`): queued behind waiting data, sent when the driver reports the socket writable (it refused the data before, so trying again is a wasted syscall) |
+//! | a resume then a pause before delivery: CPython calls both synchronously | neither is delivered: callbacks bring the protocol's view up to date, and a paused protocol that is paused again is owed nothing |
+//!
+//! `tests/asyncio_diff.rs` replays 341 scripts recorded from CPython 3.13's real
+//! `_SelectorSocketTransport` and checks every step against aioport, applying exactly these
+//! differences.
 //!
 //! # Architecture notes
 //!
