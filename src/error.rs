@@ -42,6 +42,20 @@ pub enum WriteError {
         /// The configured hard limit.
         limit: usize,
     },
+    /// `sendto` on a connected datagram transport named another address (asyncio's
+    /// `ValueError('Invalid address: must be None or ...')`).
+    #[error(
+        "invalid address {given}: this datagram transport is connected to {expected}; pass None"
+    )]
+    AddressMismatch {
+        /// The connected peer.
+        expected: String,
+        /// The address given.
+        given: String,
+    },
+    /// `sendto` without an address on an unconnected datagram transport.
+    #[error("an address is required: this datagram transport is not connected")]
+    AddressRequired,
     /// The handle does not name a live transport of this kind.
     #[error(transparent)]
     Handle(#[from] HandleError),

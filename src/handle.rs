@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::TransportKind;
 use crate::stream::StreamKind;
 
 /// The untyped name of a transport: a slot index and the slot's generation.
@@ -91,36 +92,60 @@ typed_handle!(
     WritePipeHandle
 );
 
+typed_handle!(
+    /// A datagram endpoint (UDP, Unix datagram socket).
+    DatagramHandle
+);
+
 mod sealed {
     pub trait Sealed {}
 }
 
-/// Handles of the stream family (sockets and both pipe halves): what `close`, `abort`
-/// and `is_closing` accept. Sealed.
-pub trait AnyStreamHandle: sealed::Sealed + Copy + Into<Handle> {
+/// Every typed handle: what `close`, `abort` and `is_closing` accept. Sealed.
+pub trait TransportHandle: sealed::Sealed + Copy + Into<Handle> {
     /// The transport kind this handle type names; the loop checks it on every call.
-    const KIND: StreamKind;
+    const KIND: TransportKind;
 }
 
-/// Handles whose transport accepts writes: streams and write pipes.
-pub trait WriteHandle: AnyStreamHandle {}
+/// Handles of the stream family (sockets and both pipe halves): their protocol is a
+/// [`Protocol`](crate::Protocol).
+pub trait AnyStreamHandle: TransportHandle {}
 
-/// Handles whose transport delivers data: streams and read pipes.
-pub trait ReadHandle: AnyStreamHandle {}
+/// Handles whose transport has a write buffer with flow control: streams, write pipes,
+/// datagram endpoints.
+pub trait FlowHandle: TransportHandle {}
+
+/// Handles whose transport accepts stream writes: streams and write pipes.
+pub trait WriteHandle: AnyStreamHandle + FlowHandle {}
+
+/// Handles whose transport delivers what it receives: streams, read pipes, datagram
+/// endpoints.
+pub trait ReadHandle: TransportHandle {}
 
 impl sealed::Sealed for StreamHandle {}
 impl sealed::Sealed for ReadPipeHandle {}
 impl sealed::Sealed for WritePipeHandle {}
-impl AnyStreamHandle for StreamHandle {
-    const KIND: StreamKind = StreamKind::Socket;
+impl sealed::Sealed for DatagramHandle {}
+impl TransportHandle for StreamHandle {
+    const KIND: TransportKind = TransportKind::Stream(StreamKind::Socket);
 }
-impl AnyStreamHandle for ReadPipeHandle {
-    const KIND: StreamKind = StreamKind::ReadPipe;
+impl TransportHandle for ReadPipeHandle {
+    const KIND: TransportKind = TransportKind::Stream(StreamKind::ReadPipe);
 }
-impl AnyStreamHandle for WritePipeHandle {
-    const KIND: StreamKind = StreamKind::WritePipe;
+impl TransportHandle for WritePipeHandle {
+    const KIND: TransportKind = TransportKind::Stream(StreamKind::WritePipe);
 }
+impl TransportHandle for DatagramHandle {
+    const KIND: TransportKind = TransportKind::Datagram;
+}
+impl AnyStreamHandle for StreamHandle {}
+impl AnyStreamHandle for ReadPipeHandle {}
+impl AnyStreamHandle for WritePipeHandle {}
+impl FlowHandle for StreamHandle {}
+impl FlowHandle for WritePipeHandle {}
+impl FlowHandle for DatagramHandle {}
 impl WriteHandle for StreamHandle {}
 impl WriteHandle for WritePipeHandle {}
 impl ReadHandle for StreamHandle {}
 impl ReadHandle for ReadPipeHandle {}
+impl ReadHandle for DatagramHandle {}

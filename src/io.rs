@@ -3,6 +3,7 @@
 use std::io::{self, IoSlice};
 
 use crate::Handle;
+use crate::datagram::{DatagramAddr, RecvMeta};
 
 /// What the core asks of the driver's sockets. A driver implements it over **its socket
 /// table only** (never over the struct that also holds the registry, or the borrows
@@ -30,6 +31,27 @@ pub trait Io {
     /// Closes the socket or pipe. Called exactly once per transport; after it the driver
     /// reports nothing more for `h` (any such call returns `DriverError::Closed`).
     fn close(&mut self, h: Handle);
+
+    /// Sends one datagram, whole, to `addr` (`None`: the connected peer). Only called for
+    /// datagram transports; the default refuses with `Unsupported`, so stream-only
+    /// drivers need not implement it.
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> io::Result<usize> {
+        let _ = (h, data, addr);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Receives one datagram into `buf`: its length, sender, and whether it was truncated
+    /// to fit. Only called for datagram transports; the default refuses with
+    /// `Unsupported`.
+    fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let _ = (h, buf);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// What a transport wants from the driver's readiness source right now.

@@ -204,9 +204,12 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 #![warn(missing_docs)]
 
+pub mod datagram;
 mod error;
 mod extra;
 mod flow;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handle;
 mod io;
 mod lifecycle;
@@ -218,6 +221,7 @@ pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use datagram::{DatagramAddr, DatagramTransport};
 pub use error::{
     ConnectionError, DriverError, HandleError, IoError, LimitsError, ProtocolError, TimeOverflow,
     WriteError,
@@ -225,12 +229,15 @@ pub use error::{
 pub use extra::Extra;
 pub use flow::{FlowControl, FlowEdge};
 pub use handle::{
-    AnyStreamHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle, WriteHandle, WritePipeHandle,
+    AnyStreamHandle, DatagramHandle, FlowHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle,
+    TransportHandle, WriteHandle, WritePipeHandle,
 };
 pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
 pub use limits::WriteBufferLimits;
-pub use protocol::{CallbackResult, Protocol, RequestId};
-pub use registry::{Ctx, Endpoint, LoopError, Registry, Request, TimerId, Trace, Tracer};
+pub use protocol::{CallbackResult, DatagramProtocol, Protocol, RequestId};
+pub use registry::{
+    Ctx, Endpoint, LoopError, Registry, Request, TimerId, Trace, Tracer, TransportKind,
+};
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::{ConnectionError, Ctx, ProtocolError, StreamHandle};
+use crate::{ConnectionError, Ctx, DatagramAddr, ProtocolError, StreamHandle};
 
 /// The result of a protocol callback. An `Err` is fatal for the connection from
 /// `data_received`, `get_buffer`, `buffer_updated`, `eof_received`, `handle_timeout` and
@@ -129,6 +129,94 @@ pub trait Protocol {
     /// A transport this protocol serves (see [`Ctx::insert_served_stream`]) has work: it
     /// wrote, shut down or closed. Called once per batch of such changes.
     fn handle_wake(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A datagram protocol: asyncio's `DatagramProtocol`, object-safe, every method defaulted.
+///
+/// Unlike a stream protocol's, no callback failure is fatal: an `Err` from any callback
+/// goes to the loop's error queue and the transport carries on (asyncio lets
+/// `datagram_received` / `error_received` exceptions escape to the loop and keeps the
+/// transport open) — except `handle_timeout`, which ends it, as for streams.
+///
+/// ```
+/// use aioport::{CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramProtocol};
+///
+/// /// Echoes each datagram to its sender.
+/// struct UdpEcho;
+///
+/// impl DatagramProtocol for UdpEcho {
+///     fn datagram_received(
+///         &mut self,
+///         ctx: &mut Ctx<'_>,
+///         data: &[u8],
+///         addr: Option<&DatagramAddr>,
+///     ) -> CallbackResult {
+///         ctx.sendto(ctx.datagram(), data, addr)?;
+///         Ok(())
+///     }
+///     fn error_received(&mut self, _ctx: &mut Ctx<'_>, err: ConnectionError) -> CallbackResult {
+///         eprintln!("send or receive failed: {err}");
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait DatagramProtocol {
+    /// The endpoint is ready. Always first, exactly once.
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// A datagram arrived (possibly empty). `data` borrows the loop's read buffer.
+    fn datagram_received(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> CallbackResult {
+        let _ = (ctx, data, addr);
+        Ok(())
+    }
+
+    /// A send or receive failed (for example `ConnectionRefused` from an ICMP
+    /// port-unreachable). Not fatal: the transport stays usable.
+    fn error_received(&mut self, ctx: &mut Ctx<'_>, err: ConnectionError) -> CallbackResult {
+        let _ = (ctx, err);
+        Ok(())
+    }
+
+    /// The write buffer went above its high-water mark.
+    fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// The write buffer drained to its low-water mark.
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// The endpoint is closed. The last callback, exactly once.
+    fn connection_lost(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        err: Option<ConnectionError>,
+    ) -> CallbackResult {
+        let _ = (ctx, err);
+        Ok(())
+    }
+
+    /// When this protocol wants `handle_timeout`; re-read after every callback.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline from `poll_timeout` was reached.
+    fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         let _ = ctx;
         Ok(())
     }

@@ -6,11 +6,14 @@ use bytes::Bytes;
 
 use super::Endpoint;
 use super::state::{Core, Entry};
+use super::transport::{AnyProtocol, Common, Transport, TransportKind};
+use crate::datagram::DatagramAddr;
 use crate::stream::StreamKind;
 use crate::{
-    AnyStreamHandle, ConnectionError, DriverError, Extra, Handle, HandleError, Io, LimitsError,
-    Protocol, ReadHandle, ReadPipeHandle, RequestId, SendPool, StreamHandle, StreamTransport,
-    TimeOverflow, WriteBufferLimits, WriteError, WriteHandle, WritePipeHandle,
+    AnyStreamHandle, ConnectionError, DatagramHandle, DatagramProtocol, DriverError, Extra,
+    FlowHandle, Handle, HandleError, Io, LimitsError, Protocol, ReadHandle, ReadPipeHandle,
+    RequestId, SendPool, StreamHandle, StreamTransport, TimeOverflow, TransportHandle,
+    WriteBufferLimits, WriteError, WriteHandle, WritePipeHandle,
 };
 
 /// Names a closure scheduled with [`Ctx::call_later`] / [`Ctx::call_at`], for
@@ -81,34 +84,54 @@ impl<'a> Ctx<'a> {
     // Access
     // ----------------------------------------------------------------------------------
 
-    fn checked(&self, h: Handle, kind: StreamKind) -> Result<&Entry, HandleError> {
+    fn checked(&self, h: Handle, kind: TransportKind) -> Result<&Entry, HandleError> {
         let entry = self.core.entry(h)?;
         if entry.is_connecting() {
             return Err(HandleError::Connecting);
         }
-        let found = entry.stream_ref().kind();
+        let found = entry.transport.kind();
         if found != kind {
             return Err(HandleError::WrongKind { expected: kind.name(), found: found.name() });
         }
         Ok(entry)
     }
 
-    fn view<H: AnyStreamHandle, R>(
+    /// A read-only query on any transport kind, through what all kinds share.
+    fn view<H: TransportHandle, R>(
         &self,
         h: H,
-        f: impl FnOnce(&StreamTransport) -> R,
+        f: impl FnOnce(&dyn Common) -> R,
     ) -> Result<R, HandleError> {
-        Ok(f(self.checked(h.into(), H::KIND)?.stream_ref()))
+        Ok(f(self.checked(h.into(), H::KIND)?.transport.common_ref()))
     }
 
+    /// An operation on any transport kind, through what all kinds share.
+    fn act_common<H: TransportHandle, R>(
+        &mut self,
+        h: H,
+        f: impl FnOnce(&mut dyn Common, &mut dyn Io, &mut SendPool) -> R,
+    ) -> Result<R, HandleError> {
+        self.act_transport(h, |t, io, pool| f(t.common(), io, pool))
+    }
+
+    /// An operation on a stream-family transport.
     fn act<H: AnyStreamHandle, R>(
         &mut self,
         h: H,
         f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> R,
     ) -> Result<R, HandleError> {
+        self.act_transport(h, |t, io, pool| t.stream().map(|t| f(t, io, pool)))?
+            .ok_or(HandleError::Stale)
+    }
+
+    fn act_transport<H: TransportHandle, R>(
+        &mut self,
+        h: H,
+        f: impl FnOnce(&mut Transport, &mut dyn Io, &mut SendPool) -> R,
+    ) -> Result<R, HandleError> {
         let h: Handle = h.into();
         let server = self.checked(h, H::KIND)?.server;
-        let r = self.core.with_stream_io(h, self.io, f).ok_or(HandleError::Stale)?;
+        let r = self.core.with_transport_io(h, self.io, f).ok_or(HandleError::Stale)?;
         // A transport served by a protocol (TLS) wakes it, unless it is that protocol
         // acting on its own transport.
         if let Some(server) = server.filter(|&s| s != self.this) {
@@ -172,7 +195,8 @@ impl<'a> Ctx<'a> {
     ///
     /// [`HandleError`].
     pub fn can_write_eof<H: WriteHandle>(&self, h: H) -> Result<bool, HandleError> {
-        self.view(h, StreamTransport::can_write_eof)
+        let entry = self.checked(h.into(), H::KIND)?;
+        Ok(entry.stream_ref().is_some_and(StreamTransport::can_write_eof))
     }
 
     /// Bytes buffered by the transport (queue plus external pending). O(1).
@@ -180,8 +204,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn write_buffer_size<H: WriteHandle>(&self, h: H) -> Result<usize, HandleError> {
-        self.view(h, StreamTransport::write_buffer_size)
+    pub fn write_buffer_size<H: FlowHandle>(&self, h: H) -> Result<usize, HandleError> {
+        self.view(h, |t| t.write_buffer_size())
     }
 
     /// The transport's write-buffer limits.
@@ -189,11 +213,11 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn write_buffer_limits<H: WriteHandle>(
+    pub fn write_buffer_limits<H: FlowHandle>(
         &self,
         h: H,
     ) -> Result<WriteBufferLimits, HandleError> {
-        self.view(h, StreamTransport::write_buffer_limits)
+        self.view(h, |t| t.write_buffer_limits())
     }
 
     /// Sets the limits with asyncio's derivation and re-checks both flow edges at once.
@@ -201,13 +225,13 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`LimitsError::HighBelowLow`], or [`LimitsError::Handle`].
-    pub fn set_write_buffer_limits<H: WriteHandle>(
+    pub fn set_write_buffer_limits<H: FlowHandle>(
         &mut self,
         h: H,
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<(), LimitsError> {
-        self.act(h, |t, _, _| t.set_write_buffer_limits(high, low))?
+        self.act_common(h, |t, _, _| t.set_write_buffer_limits(high, low))?
     }
 
     /// Sets or removes a hard cap on the write buffer (off by default).
@@ -215,12 +239,12 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn set_write_buffer_hard_limit<H: WriteHandle>(
+    pub fn set_write_buffer_hard_limit<H: FlowHandle>(
         &mut self,
         h: H,
         limit: Option<usize>,
     ) -> Result<(), HandleError> {
-        self.act(h, |t, _, _| t.set_write_buffer_hard_limit(limit))
+        self.act_common(h, |t, _, _| t.set_write_buffer_hard_limit(limit))
     }
 
     /// True from the moment the buffer exceeded high water until it drained to low water.
@@ -228,8 +252,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn is_writing_paused<H: WriteHandle>(&self, h: H) -> Result<bool, HandleError> {
-        self.view(h, StreamTransport::is_writing_paused)
+    pub fn is_writing_paused<H: FlowHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, |t| t.is_writing_paused())
     }
 
     // ----------------------------------------------------------------------------------
@@ -242,7 +266,7 @@ impl<'a> Ctx<'a> {
     ///
     /// [`HandleError`].
     pub fn pause_reading<H: ReadHandle>(&mut self, h: H) -> Result<(), HandleError> {
-        self.act(h, |t, _, _| t.pause_reading())
+        self.act_common(h, |t, _, _| t.pause_reading())
     }
 
     /// Resumes delivery. Idempotent; a no-op once closing.
@@ -251,7 +275,7 @@ impl<'a> Ctx<'a> {
     ///
     /// [`HandleError`].
     pub fn resume_reading<H: ReadHandle>(&mut self, h: H) -> Result<(), HandleError> {
-        self.act(h, |t, _, _| t.resume_reading())
+        self.act_common(h, |t, _, _| t.resume_reading())
     }
 
     /// True while data would be delivered.
@@ -260,7 +284,7 @@ impl<'a> Ctx<'a> {
     ///
     /// [`HandleError`].
     pub fn is_reading<H: ReadHandle>(&self, h: H) -> Result<bool, HandleError> {
-        self.view(h, StreamTransport::is_reading)
+        self.view(h, |t| t.is_reading())
     }
 
     // ----------------------------------------------------------------------------------
@@ -272,8 +296,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn close<H: AnyStreamHandle>(&mut self, h: H) -> Result<(), HandleError> {
-        self.act(h, |t, io, pool| t.close(io, pool))
+    pub fn close<H: TransportHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act_common(h, |t, io, pool| t.close(io, pool))
     }
 
     /// Closes at once, dropping the queue; `connection_lost(None)` follows. Idempotent.
@@ -281,8 +305,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn abort<H: AnyStreamHandle>(&mut self, h: H) -> Result<(), HandleError> {
-        self.act(h, |t, io, pool| t.abort(io, pool))
+    pub fn abort<H: TransportHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        self.act_common(h, |t, io, pool| t.abort(io, pool))
     }
 
     /// True once closing (asyncio's `is_closing`).
@@ -290,8 +314,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn is_closing<H: AnyStreamHandle>(&self, h: H) -> Result<bool, HandleError> {
-        self.view(h, StreamTransport::is_closing)
+    pub fn is_closing<H: TransportHandle>(&self, h: H) -> Result<bool, HandleError> {
+        self.view(h, |t| t.is_closing())
     }
 
     /// The endpoint information (asyncio's `get_extra_info`).
@@ -299,8 +323,8 @@ impl<'a> Ctx<'a> {
     /// # Errors
     ///
     /// [`HandleError`].
-    pub fn extra<H: AnyStreamHandle>(&self, h: H) -> Result<&Extra, HandleError> {
-        Ok(self.checked(h.into(), H::KIND)?.stream_ref().extra())
+    pub fn extra<H: TransportHandle>(&self, h: H) -> Result<&Extra, HandleError> {
+        Ok(self.checked(h.into(), H::KIND)?.transport.common_ref().extra())
     }
 
     /// Replaces the transport's protocol after the current callback: undelivered data,
@@ -318,8 +342,52 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), HandleError> {
         let h: Handle = h.into();
         self.checked(h, H::KIND)?;
-        self.core.set_swap(h, protocol);
+        self.core.set_swap(h, AnyProtocol::Stream(protocol));
         Ok(())
+    }
+
+    /// Replaces a datagram endpoint's protocol, with the rules of
+    /// [`set_protocol`](Self::set_protocol).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn set_datagram_protocol(
+        &mut self,
+        h: DatagramHandle,
+        protocol: Box<dyn DatagramProtocol>,
+    ) -> Result<(), HandleError> {
+        self.checked(h.handle(), TransportKind::Datagram)?;
+        self.core.set_swap(h.handle(), AnyProtocol::Datagram(protocol));
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Datagrams
+    // ----------------------------------------------------------------------------------
+
+    /// Sends one datagram (asyncio's `sendto`): see [`DatagramTransport::sendto`]. `addr`
+    /// must be `None` (or the peer) on a connected endpoint and is required otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`]: an address mismatch or a missing address, after `close`, after the
+    /// loss of the endpoint, above the hard limit, or a stale handle.
+    pub fn sendto(
+        &mut self,
+        h: DatagramHandle,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> Result<(), WriteError> {
+        self.act_transport(h, |t, io, _| match t {
+            Transport::Datagram(t) => t.sendto(data, addr, io),
+            Transport::Stream(_) => Err(WriteError::Handle(HandleError::Stale)),
+        })?
+    }
+
+    /// This callback's transport as a datagram endpoint.
+    pub fn datagram(&self) -> DatagramHandle {
+        DatagramHandle::from_handle(self.this)
     }
 
     // ----------------------------------------------------------------------------------

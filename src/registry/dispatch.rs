@@ -4,10 +4,29 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::state::{Closure, Core, NO_HANDLE, Notice, READ_BUFFER_SIZE, panic_message};
+use super::state::{Closure, Core, Entry, NO_HANDLE, Notice, READ_BUFFER_SIZE, panic_message};
+use super::transport::{AnyProtocol, Transport};
 use super::{LoopError, Trace};
+use crate::datagram::{DatagramCallback, DatagramRead};
 use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
-use crate::{ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError};
+use crate::{
+    CallbackResult, ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError,
+};
+
+/// The next callback of a slot, whatever its kind.
+enum Next {
+    Stream(StreamCallback),
+    Datagram(DatagramCallback),
+}
+
+/// Calls a stream-only callback; a datagram protocol (which a stream slot never holds:
+/// `set_protocol` checks the kind) answers with the default.
+fn on_stream<T: Default>(
+    p: &mut AnyProtocol,
+    f: impl FnOnce(&mut dyn Protocol) -> CallbackResult<T>,
+) -> CallbackResult<T> {
+    p.stream().map_or(Ok(T::default()), f)
+}
 
 /// What a protocol call produced: its result, or the panic message.
 type Invoked<T> = Result<Result<T, ProtocolError>, String>;
@@ -64,7 +83,10 @@ impl Core {
             }
             if let Some(new) = entry.swap.take() {
                 let old = entry.protocol.replace(new);
-                entry.stream().protocol_swapped();
+                match &mut entry.transport {
+                    Transport::Stream(t) => t.protocol_swapped(),
+                    Transport::Datagram(t) => t.protocol_swapped(),
+                }
                 if let Some(old) = old {
                     self.drop_protocol(h, old);
                 }
@@ -72,15 +94,26 @@ impl Core {
                 continue;
             }
             let Ok(entry) = self.entry_mut(h) else { return };
-            let Some(cb) = entry.stream().next_callback() else {
+            let next = match &mut entry.transport {
+                Transport::Stream(t) => t.next_callback().map(Next::Stream),
+                Transport::Datagram(t) => t.next_callback().map(Next::Datagram),
+            };
+            let Some(next) = next else {
                 if std::mem::take(&mut entry.wake) && !entry.poisoned {
                     self.deliver_wake(h, io);
                     continue;
                 }
                 return;
             };
-            let lost = matches!(cb, StreamCallback::ConnectionLost(_));
-            self.deliver(h, cb, io);
+            let lost = matches!(
+                next,
+                Next::Stream(StreamCallback::ConnectionLost(_))
+                    | Next::Datagram(DatagramCallback::ConnectionLost(_))
+            );
+            match next {
+                Next::Stream(cb) => self.deliver(h, cb, io),
+                Next::Datagram(cb) => self.deliver_datagram(h, cb, io),
+            }
             if lost {
                 self.remove(index);
                 return;
@@ -94,7 +127,7 @@ impl Core {
         h: Handle,
         io: &mut dyn Io,
         trace: Option<Trace<'_>>,
-        call: impl FnOnce(&mut dyn Protocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
+        call: impl FnOnce(&mut AnyProtocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
     ) -> Option<Invoked<T>> {
         let entry = self.entry_mut(h).ok()?;
         if entry.poisoned {
@@ -107,7 +140,7 @@ impl Core {
         let now = self.now;
         let result = {
             let mut ctx = Ctx::new(self, io, h, now);
-            catch_unwind(AssertUnwindSafe(|| call(&mut *proto, &mut ctx))).map_err(panic_message)
+            catch_unwind(AssertUnwindSafe(|| call(&mut proto, &mut ctx))).map_err(panic_message)
         };
         match self.entry_mut(h) {
             Ok(entry) => entry.protocol = Some(proto),
@@ -144,21 +177,61 @@ impl Core {
             }
             StreamCallback::DataReceived(data) => self.deliver_held_data(h, &data, io),
             StreamCallback::EofReceived => {
-                let r = self.invoke(h, io, Some(Trace::EofReceived), |p, ctx| p.eof_received(ctx));
+                let r = self.invoke(h, io, Some(Trace::EofReceived), |p, ctx| {
+                    on_stream(p, |p| p.eof_received(ctx))
+                });
                 if let Some(keep_open) = self.settle(h, "eof_received", r, true, io) {
                     self.with_stream_io(h, io, |t, io, pool| {
                         t.handle_eof_answer(keep_open, io, pool)
                     });
                 }
             }
-            StreamCallback::ConnectionLost(err) => {
-                let r = self.invoke(h, io, Some(Trace::ConnectionLost(err.as_ref())), |p, ctx| {
-                    p.connection_lost(ctx, err.clone())
-                });
-                // Only reported: there is nothing left to end.
-                self.settle(h, "connection_lost", r, false, io);
-            }
+            StreamCallback::ConnectionLost(err) => self.deliver_lost(h, err, io),
         }
+    }
+
+    /// A datagram endpoint's callbacks: none is fatal (asyncio lets `datagram_received`
+    /// and `error_received` exceptions escape to the loop; the transport stays open).
+    fn deliver_datagram(&mut self, h: Handle, cb: DatagramCallback, io: &mut dyn Io) {
+        match cb {
+            DatagramCallback::ConnectionMade => {
+                let r = self
+                    .invoke(h, io, Some(Trace::ConnectionMade), |p, ctx| p.connection_made(ctx));
+                self.settle(h, "connection_made", r, false, io);
+            }
+            DatagramCallback::PauseWriting => {
+                let r =
+                    self.invoke(h, io, Some(Trace::PauseWriting), |p, ctx| p.pause_writing(ctx));
+                self.settle(h, "pause_writing", r, false, io);
+            }
+            DatagramCallback::ResumeWriting => {
+                let r =
+                    self.invoke(h, io, Some(Trace::ResumeWriting), |p, ctx| p.resume_writing(ctx));
+                self.settle(h, "resume_writing", r, false, io);
+            }
+            DatagramCallback::ErrorReceived(err) => {
+                let r = self.invoke(h, io, Some(Trace::ErrorReceived(&err)), |p, ctx| {
+                    p.datagram().map_or(Ok(()), |p| p.error_received(ctx, err.clone()))
+                });
+                self.settle(h, "error_received", r, false, io);
+            }
+            DatagramCallback::DatagramReceived(data, addr) => {
+                let trace = Trace::DatagramReceived(&data, addr.as_ref());
+                let r = self.invoke(h, io, Some(trace), |p, ctx| {
+                    p.datagram().map_or(Ok(()), |p| p.datagram_received(ctx, &data, addr.as_ref()))
+                });
+                self.settle(h, "datagram_received", r, false, io);
+            }
+            DatagramCallback::ConnectionLost(err) => self.deliver_lost(h, err, io),
+        }
+    }
+
+    fn deliver_lost(&mut self, h: Handle, err: Option<ConnectionError>, io: &mut dyn Io) {
+        let r = self.invoke(h, io, Some(Trace::ConnectionLost(err.as_ref())), |p, ctx| {
+            p.connection_lost(ctx, err.clone())
+        });
+        // Only reported: there is nothing left to end.
+        self.settle(h, "connection_lost", r, false, io);
     }
 
     pub(super) fn deliver_timeout(&mut self, h: Handle, io: &mut dyn Io) {
@@ -167,7 +240,8 @@ impl Core {
     }
 
     fn deliver_wake(&mut self, h: Handle, io: &mut dyn Io) {
-        let r = self.invoke(h, io, Some(Trace::Wake), |p, ctx| p.handle_wake(ctx));
+        let r =
+            self.invoke(h, io, Some(Trace::Wake), |p, ctx| on_stream(p, |p| p.handle_wake(ctx)));
         self.settle(h, "handle_wake", r, true, io);
     }
 
@@ -175,7 +249,7 @@ impl Core {
         let Notice { requester, id, outcome } = n;
         let trace = Trace::RequestCompleted(id, outcome.as_ref().map(|h| *h));
         let r = self.invoke(requester, io, Some(trace), |p, ctx| {
-            p.request_completed(ctx, id, outcome.clone())
+            on_stream(p, |p| p.request_completed(ctx, id, outcome.clone()))
         });
         self.settle(requester, "request_completed", r, false, io);
     }
@@ -189,18 +263,21 @@ impl Core {
         let mut trace = Some(Trace::DataReceived(data));
         while !rest.is_empty() {
             // Ok(None): get_buffer returned an empty buffer.
-            let r = self.invoke(h, io, trace.take(), |p, ctx| match p.get_buffer(rest.len())? {
-                None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
-                Some([]) => Ok(None),
-                Some(buf) => {
-                    let n = buf.len().min(rest.len());
-                    buf[..n].copy_from_slice(&rest[..n]);
-                    p.buffer_updated(ctx, n).map(|()| Some(n))
+            let r = self.invoke(h, io, trace.take(), |p, ctx| {
+                let Some(p) = p.stream() else { return Ok(Some(rest.len())) };
+                match p.get_buffer(rest.len())? {
+                    None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
+                    Some([]) => Ok(None),
+                    Some(buf) => {
+                        let n = buf.len().min(rest.len());
+                        buf[..n].copy_from_slice(&rest[..n]);
+                        p.buffer_updated(ctx, n).map(|()| Some(n))
+                    }
                 }
             });
             match self.settle(h, "data_received", r, true, io) {
                 Some(Some(n)) => rest = &rest[n..],
-                Some(None) => return self.fail_stream(h, ConnectionError::EmptyBuffer, io),
+                Some(None) => return self.fail_transport(h, ConnectionError::EmptyBuffer, io),
                 None => return,
             }
         }
@@ -213,7 +290,10 @@ impl Core {
         if entry.is_connecting() || entry.poisoned {
             return Ok(());
         }
-        let t = entry.stream();
+        let t = match &mut entry.transport {
+            Transport::Stream(t) => t,
+            Transport::Datagram(_) => return self.read_datagram(h, io),
+        };
         if t.is_socket_closed() {
             return Err(DriverError::Closed);
         }
@@ -227,11 +307,11 @@ impl Core {
             return Ok(());
         }
         let Some(mut proto) = entry.protocol.take() else { return Ok(()) };
-        let result = self.read_with(h, &mut *proto, io);
-        match self.entry_mut(h) {
-            Ok(entry) if !entry.poisoned => entry.protocol = Some(proto),
-            _ => self.drop_protocol(h, proto),
-        }
+        let result = match proto.stream() {
+            Some(p) => self.read_with(h, p, io),
+            None => Ok(()),
+        };
+        self.put_back(h, proto);
         self.touch(h.index());
         result
     }
@@ -249,7 +329,8 @@ impl Core {
         }
         let now = self.now;
         let Some(entry) = self.slots[h.index() as usize].entry.as_mut() else { return Ok(()) };
-        let (t, pool, tracer) = (entry.stream(), &mut self.pool, &mut self.tracer);
+        let Some(t) = entry.stream() else { return Ok(()) };
+        let (pool, tracer) = (&mut self.pool, &mut self.tracer);
         // get_buffer's slice borrows the protocol, so the read (and its trace) happens
         // inside the same unwind guard.
         let step = catch_unwind(AssertUnwindSafe(|| -> Result<Step, ProtocolError> {
@@ -276,7 +357,7 @@ impl Core {
             }
             // asyncio: RuntimeError('get_buffer() returned an empty buffer'), fatal.
             Ok(Ok(Step::Empty)) => {
-                self.fail_stream(h, ConnectionError::EmptyBuffer, io);
+                self.fail_transport(h, ConnectionError::EmptyBuffer, io);
                 return Ok(());
             }
             Ok(Ok(Step::Read(outcome))) => match outcome? {
@@ -294,8 +375,10 @@ impl Core {
                 // Moved out for the callback, whose Ctx borrows the whole loop state.
                 let mut buf = std::mem::take(&mut self.read_buf);
                 let outcome = match self.slots[h.index() as usize].entry.as_mut() {
-                    Some(entry) => entry.stream().read(&mut buf, io, &mut self.pool),
-                    None => Ok(ReadOutcome::Idle),
+                    Some(Entry { transport: Transport::Stream(t), .. }) => {
+                        t.read(&mut buf, io, &mut self.pool)
+                    }
+                    _ => Ok(ReadOutcome::Idle),
                 };
                 let r = outcome.map(|outcome| match outcome {
                     ReadOutcome::Data(n) => {
@@ -355,11 +438,71 @@ impl Core {
     }
 
     fn fatal(&mut self, h: Handle, callback: &'static str, e: ProtocolError, io: &mut dyn Io) {
-        self.fail_stream(h, ConnectionError::Protocol { callback, error: e }, io);
+        self.fail_transport(h, ConnectionError::Protocol { callback, error: e }, io);
     }
 
-    pub(crate) fn fail_stream(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
-        self.with_stream_io(h, io, |t, io, pool| t.fail(err, io, pool));
+    pub(crate) fn fail_transport(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
+        self.with_transport_io(h, io, |t, io, pool| t.common().fail(err, io, pool));
+    }
+
+    /// One datagram for the driver's `on_readable`, into the loop-wide buffer and
+    /// delivered from there; a failed or truncated receive becomes `error_received`.
+    fn read_datagram(&mut self, h: Handle, io: &mut dyn Io) -> Result<(), DriverError> {
+        let Ok(Entry { transport: Transport::Datagram(t), protocol, .. }) = self.entry_mut(h)
+        else {
+            return Ok(());
+        };
+        if t.is_socket_closed() {
+            return Err(DriverError::Closed);
+        }
+        if !t.interest().read {
+            return Ok(());
+        }
+        let Some(mut proto) = protocol.take() else { return Ok(()) };
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUFFER_SIZE];
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let outcome = match self.entry_mut(h) {
+            Ok(Entry { transport: Transport::Datagram(t), .. }) => t.read(&mut buf, io),
+            _ => Ok(DatagramRead::Idle),
+        };
+        let result = match outcome {
+            Ok(DatagramRead::Datagram(n, addr)) => {
+                self.trace(h, Trace::DatagramReceived(&buf[..n], addr.as_ref()));
+                let now = self.now;
+                let mut ctx = Ctx::new(self, io, h, now);
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    proto
+                        .datagram()
+                        .map_or(Ok(()), |p| p.datagram_received(&mut ctx, &buf[..n], addr.as_ref()))
+                }));
+                Some(r.map_err(panic_message))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.read_buf = buf;
+                self.put_back(h, proto);
+                return Err(e);
+            }
+        };
+        self.read_buf = buf;
+        self.put_back(h, proto);
+        if let Some(r) = result {
+            self.settle(h, "datagram_received", Some(r), false, io);
+            self.reread_timer(h, io);
+        }
+        self.touch(h.index());
+        Ok(())
+    }
+
+    /// Returns a protocol taken out for a call to its slot (or drops it if the slot is
+    /// gone or poisoned meanwhile).
+    fn put_back(&mut self, h: Handle, proto: AnyProtocol) {
+        match self.entry_mut(h) {
+            Ok(entry) if !entry.poisoned => entry.protocol = Some(proto),
+            _ => self.drop_protocol(h, proto),
+        }
     }
 
     /// A protocol panicked: it is dropped and hears nothing more; its transport is
@@ -379,6 +522,6 @@ impl Core {
             self.drop_protocol(h, p);
         }
         self.set_deadline(h, None);
-        self.fail_stream(h, ConnectionError::Panic { callback, message }, io);
+        self.fail_transport(h, ConnectionError::Panic { callback, message }, io);
     }
 }

@@ -12,6 +12,9 @@ mod dispatch;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_datagram;
+mod transport;
 
 use std::io::IoSlice;
 use std::path::PathBuf;
@@ -22,10 +25,12 @@ use std::net::SocketAddr;
 pub use self::ctx::{Ctx, TimerId};
 pub(crate) use self::state::Core;
 use self::state::Transport;
+pub use self::transport::TransportKind;
 use crate::stream::StreamKind;
 use crate::{
-    ConnectionError, DriverError, Extra, Handle, Interest, Io, Protocol, ProtocolError,
-    ReadPipeHandle, RequestId, SendPool, StreamHandle, StreamTransport, WritePipeHandle,
+    ConnectionError, DatagramAddr, DatagramHandle, DatagramProtocol, DatagramTransport,
+    DriverError, Extra, Handle, Interest, Io, Protocol, ProtocolError, ReadPipeHandle, RequestId,
+    SendPool, StreamHandle, StreamTransport, WritePipeHandle,
 };
 
 /// Where to open a connection ([`Ctx::connect`], [`Registry::connect`]).
@@ -114,6 +119,10 @@ pub enum Trace<'a> {
     ConnectionLost(Option<&'a ConnectionError>),
     /// `handle_timeout`.
     Timeout,
+    /// `error_received` (datagram endpoints).
+    ErrorReceived(&'a ConnectionError),
+    /// `datagram_received` (datagram endpoints).
+    DatagramReceived(&'a [u8], Option<&'a crate::DatagramAddr>),
     /// `handle_wake`.
     Wake,
     /// `request_completed`.
@@ -162,6 +171,17 @@ impl Registry {
         extra: Extra,
     ) -> ReadPipeHandle {
         ReadPipeHandle::from_handle(self.core.insert_stream(StreamKind::ReadPipe, protocol, extra))
+    }
+
+    /// A datagram socket enters the loop; `remote` makes it connected (asyncio's
+    /// `remote_addr`). `connection_made` is delivered by the next dispatch.
+    pub fn insert_datagram(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        remote: Option<DatagramAddr>,
+        extra: Extra,
+    ) -> DatagramHandle {
+        DatagramHandle::from_handle(self.core.insert_datagram(protocol, remote, extra))
     }
 
     /// The write end of a pipe enters the loop.
@@ -270,11 +290,15 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.drive(h, now, io, |t, io, pool| t.on_writable(io, pool))
+        self.drive_any(h, now, io, |t, io, pool| match t {
+            Transport::Stream(t) => t.on_writable(io, pool),
+            Transport::Datagram(t) => t.on_writable(io),
+        })
     }
 
-    /// A fatal error observed outside `Io` calls (`EPOLLERR`, a failed completion):
-    /// `connection_lost(Some(err))` follows.
+    /// An error observed outside `Io` calls (`EPOLLERR`, a failed completion). For a
+    /// stream it is fatal: `connection_lost(Some(err))` follows. For a datagram endpoint it
+    /// is not (a pending ICMP error, say): `error_received(err)` follows.
     ///
     /// # Errors
     ///
@@ -286,7 +310,30 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
-        self.drive(h, now, io, |t, io, pool| t.handle_error(err, io, pool))
+        self.drive_any(h, now, io, |t, io, pool| match t {
+            Transport::Stream(t) => t.handle_error(err, io, pool),
+            Transport::Datagram(t) => t.handle_error_received(err),
+        })
+    }
+
+    /// For completion-based drivers: a datagram received for `h` outside
+    /// [`Io::try_recv_from`] (copied; delivered when reading allows).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::StaleHandle`], [`DriverError::WrongKind`], [`DriverError::Closed`].
+    pub fn handle_datagram(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<DatagramAddr>,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
+        self.drive_any(h, now, io, |t, _, _| match t {
+            Transport::Datagram(t) => t.handle_datagram(data, addr),
+            Transport::Stream(_) => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
+        })
     }
 
     /// For completion-based drivers: bytes received for `h` outside [`Io::try_recv`]
@@ -326,7 +373,8 @@ impl Registry {
     ) -> Result<usize, DriverError> {
         self.check_driven(h)?;
         let entry = self.core.entry(h).map_err(|_| DriverError::StaleHandle)?;
-        Ok(entry.stream_ref().poll_transmit(out))
+        let t = entry.stream_ref().ok_or(DriverError::WrongKind { expected: "stream" })?;
+        Ok(t.poll_transmit(out))
     }
 
     /// For completion-based drivers: `n` bytes of what [`poll_transmit`](Self::poll_transmit)
@@ -352,7 +400,20 @@ impl Registry {
     ///
     /// [`DriverError::StaleHandle`].
     pub fn transport(&self, h: Handle) -> Result<&StreamTransport, DriverError> {
-        Ok(self.core.entry(h).map_err(|_| DriverError::StaleHandle)?.stream_ref())
+        let entry = self.core.entry(h).map_err(|_| DriverError::StaleHandle)?;
+        entry.stream_ref().ok_or(DriverError::WrongKind { expected: "stream" })
+    }
+
+    /// The datagram endpoint `h`, read-only.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::StaleHandle`], [`DriverError::WrongKind`].
+    pub fn datagram(&self, h: Handle) -> Result<&DatagramTransport, DriverError> {
+        match &self.core.entry(h).map_err(|_| DriverError::StaleHandle)?.transport {
+            Transport::Datagram(t) => Ok(t),
+            Transport::Stream(_) => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
+        }
     }
 
     /// What `h` wants from the readiness source now.
@@ -468,12 +529,27 @@ impl Registry {
         r.unwrap_or(Err(DriverError::StaleHandle))
     }
 
+    /// [`drive`](Self::drive) for any transport kind.
+    fn drive_any<R>(
+        &mut self,
+        h: Handle,
+        now: Instant,
+        io: &mut dyn Io,
+        f: impl FnOnce(&mut Transport, &mut dyn Io, &mut SendPool) -> Result<R, DriverError>,
+    ) -> Result<R, DriverError> {
+        self.check_driven(h)?;
+        self.core.now = now;
+        let r = self.core.with_transport_io(h, io, f);
+        self.core.drain(io);
+        r.unwrap_or(Err(DriverError::StaleHandle))
+    }
+
     /// Only transports the external driver drives: not ones served by a protocol.
     fn check_driven(&self, h: Handle) -> Result<(), DriverError> {
         let entry = self.core.entry(h).map_err(|_| DriverError::StaleHandle)?;
-        match (&entry.transport, entry.server) {
-            (Transport::Stream(_), None) => Ok(()),
-            (_, Some(_)) => Err(DriverError::WrongKind { expected: "transport the driver owns" }),
+        match entry.server {
+            None => Ok(()),
+            Some(_) => Err(DriverError::WrongKind { expected: "transport the driver owns" }),
         }
     }
 }

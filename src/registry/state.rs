@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+pub(crate) use super::transport::{AnyProtocol, Transport};
 use super::{Endpoint, LoopError, Request, Tracer};
+use crate::datagram::{DatagramAddr, DatagramTransport};
 use crate::stream::StreamKind;
 use crate::{
     ConnectionError, Ctx, DriverError, Extra, Handle, HandleError, Interest, Io, Protocol,
@@ -27,16 +29,12 @@ const ERROR_QUEUE_CAP: usize = 1024;
 /// transport.
 pub(crate) const NO_HANDLE: Handle = Handle::from_raw(u32::MAX, u32::MAX);
 
-pub(crate) enum Transport {
-    Stream(StreamTransport),
-}
-
 pub(crate) struct Entry {
     pub(crate) transport: Transport,
     /// `None` while one of its callbacks runs, or after it panicked.
-    pub(super) protocol: Option<Box<dyn Protocol>>,
+    pub(super) protocol: Option<AnyProtocol>,
     /// A replacement protocol, installed before the next callback.
-    pub(super) swap: Option<Box<dyn Protocol>>,
+    pub(super) swap: Option<AnyProtocol>,
     /// The protocol's timer, mirrored in `Core::timers`.
     pub(super) deadline: Option<Instant>,
     /// For a transport served by another slot's protocol: its I/O.
@@ -52,7 +50,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn new(transport: Transport, protocol: Box<dyn Protocol>) -> Self {
+    pub(super) fn new(transport: Transport, protocol: AnyProtocol) -> Self {
         Entry {
             transport,
             protocol: Some(protocol),
@@ -66,16 +64,12 @@ impl Entry {
         }
     }
 
-    pub(crate) fn stream(&mut self) -> &mut StreamTransport {
-        match &mut self.transport {
-            Transport::Stream(t) => t,
-        }
+    pub(crate) fn stream(&mut self) -> Option<&mut StreamTransport> {
+        self.transport.stream()
     }
 
-    pub(crate) fn stream_ref(&self) -> &StreamTransport {
-        match &self.transport {
-            Transport::Stream(t) => t,
-        }
+    pub(crate) fn stream_ref(&self) -> Option<&StreamTransport> {
+        self.transport.stream_ref()
     }
 
     pub(crate) fn is_connecting(&self) -> bool {
@@ -86,7 +80,7 @@ impl Entry {
         if self.is_connecting() {
             return Interest { read: false, write: true };
         }
-        self.stream_ref().interest()
+        self.transport.common_ref().interest()
     }
 }
 
@@ -183,13 +177,29 @@ impl Core {
         protocol: Box<dyn Protocol>,
         extra: Extra,
     ) -> Handle {
-        // The handle is known only once the slot is chosen; the transport stores it.
+        let next = self.next_handle();
+        let t = StreamTransport::with_kind(next, kind, extra);
+        let h = self.insert(Entry::new(Transport::Stream(t), AnyProtocol::Stream(protocol)));
+        debug_assert_eq!(h, next);
+        h
+    }
+
+    pub(crate) fn insert_datagram(
+        &mut self,
+        protocol: Box<dyn crate::DatagramProtocol>,
+        remote: Option<DatagramAddr>,
+        extra: Extra,
+    ) -> Handle {
+        let h = self.next_handle();
+        let t = DatagramTransport::new(h, remote, extra);
+        self.insert(Entry::new(Transport::Datagram(t), AnyProtocol::Datagram(protocol)))
+    }
+
+    /// The handle the next `insert` will return (transports store their own handle).
+    fn next_handle(&self) -> Handle {
         let index = self.free.last().copied().unwrap_or(self.slots.len() as u32);
         let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
-        let t = StreamTransport::with_kind(Handle::from_raw(index, generation), kind, extra);
-        let h = self.insert(Entry::new(Transport::Stream(t), protocol));
-        debug_assert_eq!(h, Handle::from_raw(index, generation));
-        h
+        Handle::from_raw(index, generation)
     }
 
     pub(crate) fn entry(&self, h: Handle) -> Result<&Entry, HandleError> {
@@ -224,7 +234,7 @@ impl Core {
     }
 
     /// Installs `p` as `h`'s protocol before its next callback.
-    pub(crate) fn set_swap(&mut self, h: Handle, p: Box<dyn Protocol>) {
+    pub(crate) fn set_swap(&mut self, h: Handle, p: AnyProtocol) {
         let Ok(entry) = self.entry_mut(h) else { return self.drop_protocol(h, p) };
         if let Some(old) = entry.swap.replace(p) {
             self.drop_protocol(h, old);
@@ -270,10 +280,11 @@ impl Core {
             if entry.server.is_some() {
                 continue;
             }
-            let now = (entry.interest(), entry.stream_ref().write_buffer_size());
+            let common = entry.transport.common_ref();
+            let now = (entry.interest(), common.write_buffer_size());
             let changed = now.0 != slot.reported.0
                 || (now.0.write && now.1 != slot.reported.1)
-                || entry.stream_ref().is_closing();
+                || common.is_closing();
             slot.reported = now;
             if changed {
                 return Some(Handle::from_raw(index, slot.generation));
@@ -331,7 +342,9 @@ impl Core {
         let requester = entry.connecting.take().ok_or(DriverError::NotConnecting)?;
         let outcome = match outcome {
             Ok(extra) => {
-                entry.stream().set_extra(extra);
+                if let Some(t) = entry.stream() {
+                    t.set_extra(extra);
+                }
                 self.touch(h.index());
                 Ok(StreamHandle::from_handle(h))
             }
@@ -408,6 +421,16 @@ impl Core {
         ext: &mut dyn Io,
         f: impl FnOnce(&mut StreamTransport, &mut dyn Io, &mut SendPool) -> R,
     ) -> Option<R> {
+        self.with_transport_io(h, ext, |t, io, pool| t.stream().map(|t| f(t, io, pool))).flatten()
+    }
+
+    /// Runs `f` on any transport with the right `Io`, and marks it changed.
+    pub(crate) fn with_transport_io<R>(
+        &mut self,
+        h: Handle,
+        ext: &mut dyn Io,
+        f: impl FnOnce(&mut Transport, &mut dyn Io, &mut SendPool) -> R,
+    ) -> Option<R> {
         let slot = self.slots.get_mut(h.index() as usize)?;
         if slot.generation != h.generation() {
             return None;
@@ -417,13 +440,12 @@ impl Core {
             Some(sink) => sink,
             None => ext,
         };
-        let Transport::Stream(t) = &mut entry.transport;
-        let r = f(t, io, &mut self.pool);
+        let r = f(&mut entry.transport, io, &mut self.pool);
         self.touch(h.index());
         Some(r)
     }
 
-    pub(super) fn drop_protocol(&mut self, h: Handle, p: Box<dyn Protocol>) {
+    pub(super) fn drop_protocol(&mut self, h: Handle, p: AnyProtocol) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(p))) {
             self.report(LoopError::Panicked {
                 handle: Some(h),
@@ -437,7 +459,7 @@ impl Core {
     /// slot, no stale entries).
     pub(super) fn reread_timer(&mut self, h: Handle, io: &mut dyn Io) {
         let Ok(entry) = self.entry_mut(h) else { return };
-        let Some(p) = entry.protocol.as_deref() else { return };
+        let Some(p) = entry.protocol.as_ref() else { return };
         match catch_unwind(AssertUnwindSafe(|| p.poll_timeout())) {
             Ok(d) => self.set_deadline(h, d),
             Err(payload) => self.poison(h, "poll_timeout", panic_message(payload), io),

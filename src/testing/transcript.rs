@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
-use crate::{ConnectionError, Handle, Registry, RequestId, StreamHandle, Trace};
+use crate::{ConnectionError, DatagramAddr, Handle, Registry, RequestId, StreamHandle, Trace};
 
 /// One callback delivered to a protocol, as recorded in a transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,10 @@ pub enum Event {
     Wake,
     /// `request_completed`.
     Request(RequestId, Result<StreamHandle, ConnectionError>),
+    /// `error_received` (datagram endpoints).
+    ErrorReceived(ConnectionError),
+    /// `datagram_received` (datagram endpoints).
+    Datagram(Vec<u8>, Option<DatagramAddr>),
 }
 
 impl Event {
@@ -56,6 +60,10 @@ impl fmt::Display for Event {
             Event::Wake => f.write_str("handle_wake"),
             Event::Request(id, Ok(h)) => write!(f, "request_completed({}, Ok({h:?}))", id.get()),
             Event::Request(id, Err(e)) => write!(f, "request_completed({}, Err({e}))", id.get()),
+            Event::ErrorReceived(e) => write!(f, "error_received({e})"),
+            Event::Datagram(d, a) => {
+                write!(f, "datagram_received({:?}, {a:?})", String::from_utf8_lossy(d))
+            }
         }
     }
 }
@@ -85,6 +93,8 @@ pub(crate) fn record(reg: &mut Registry, rec: &SharedRecorder) {
             Trace::Timeout => Event::Timeout,
             Trace::Wake => Event::Wake,
             Trace::RequestCompleted(id, r) => Event::Request(id, r.map_err(Clone::clone)),
+            Trace::ErrorReceived(e) => Event::ErrorReceived(e.clone()),
+            Trace::DatagramReceived(d, a) => Event::Datagram(d.to_vec(), a.cloned()),
         };
         rec.log.push((h, event));
     })));
