@@ -280,6 +280,11 @@ impl DatagramTransport {
         self.flow.is_paused()
     }
 
+    /// How many datagrams wait in the queue.
+    pub fn queued_datagrams(&self) -> usize {
+        self.queue.len()
+    }
+
     // ----------------------------------------------------------------------------------
     // Callbacks
     // ----------------------------------------------------------------------------------

@@ -104,6 +104,7 @@
 //!
 //! `examples/test_your_protocol.rs` is the same walk-through as a program.
 
+mod dgram;
 pub mod model;
 mod net;
 mod rng;

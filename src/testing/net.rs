@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, IoSlice};
 use std::time::{Duration, Instant};
 
+use super::dgram::DgramNet;
 use super::rng::Rng;
+use crate::datagram::{DatagramAddr, RecvMeta};
 use crate::{Handle, Io};
 
 /// One direction of a link: bytes the sending side's socket accepted, on their way to the
@@ -120,11 +122,21 @@ pub(crate) struct Net {
     pub(crate) now: Instant,
     /// `Io::close` calls per handle (must be exactly one).
     pub(crate) closes: BTreeMap<Handle, u32>,
+    /// The datagram endpoints.
+    pub(crate) dgram: DgramNet,
 }
 
 impl Net {
     pub(crate) fn new(rng: Rng, faults: Faults, now: Instant) -> Self {
-        Net { rng, faults, links: Vec::new(), ends: BTreeMap::new(), now, closes: BTreeMap::new() }
+        Net {
+            rng,
+            faults,
+            links: Vec::new(),
+            ends: BTreeMap::new(),
+            now,
+            closes: BTreeMap::new(),
+            dgram: DgramNet::default(),
+        }
     }
 
     pub(crate) fn add_link(&mut self, a: End, b: End) -> usize {
@@ -273,6 +285,22 @@ impl Net {
 }
 
 impl Io for Net {
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> io::Result<usize> {
+        if self.rng.chance(self.faults.refuse_percent) {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        self.dgram.send(&mut self.rng, self.faults.latency, self.now, h, data, addr)
+    }
+
+    fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        self.dgram.recv(self.now, h, buf)
+    }
+
     fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let (link, side) = self.locate(h)?;
         self.send(link, side, bufs)
@@ -291,6 +319,9 @@ impl Io for Net {
 
     fn close(&mut self, h: Handle) {
         *self.closes.entry(h).or_default() += 1;
+        if self.dgram.close(h) {
+            return;
+        }
         if let Ok((link, side)) = self.locate(h) {
             let l = &mut self.links[link];
             l.ends[side] = End::Gone;

@@ -5,12 +5,13 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::dgram::DgramFaults;
 use super::net::{End, Faults, Net, PeerState};
 use super::rng::Rng;
 use super::transcript::{Checker, Event, Recorder, SharedRecorder, Violation, record};
 use crate::{
-    ConnectionError, Ctx, Endpoint, Extra, Handle, LoopError, Protocol, Registry, Request,
-    StreamHandle,
+    ConnectionError, Ctx, DatagramAddr, DatagramHandle, DatagramProtocol, Endpoint, Extra, Handle,
+    LoopError, Protocol, Registry, Request, StreamHandle,
 };
 
 /// How a [`Sim`] behaves: the seed and the faults its links apply.
@@ -29,6 +30,7 @@ use crate::{
 pub struct SimConfig {
     seed: u64,
     faults: Faults,
+    dgram: DgramFaults,
     keep_data: bool,
     max_write_buffer: Option<usize>,
     max_steps: u64,
@@ -49,10 +51,29 @@ impl SimConfig {
                 capacity: 256 * 1024,
                 corrupt_percent: 0,
             },
+            dgram: DgramFaults::default(),
             keep_data: true,
             max_write_buffer: None,
             max_steps: 1_000_000,
         }
+    }
+
+    /// Datagram loss: this percentage of datagrams never arrives.
+    pub fn loss_percent(mut self, percent: u8) -> Self {
+        self.dgram.loss_percent = percent.min(100);
+        self
+    }
+
+    /// Datagram duplication: this percentage arrives twice.
+    pub fn dup_percent(mut self, percent: u8) -> Self {
+        self.dgram.dup_percent = percent.min(100);
+        self
+    }
+
+    /// Datagram reordering: this percentage swaps places with the datagram before it.
+    pub fn reorder_percent(mut self, percent: u8) -> Self {
+        self.dgram.reorder_percent = percent.min(100);
+        self
     }
 
     /// The seed.
@@ -72,7 +93,8 @@ impl SimConfig {
         self
     }
 
-    /// Transient stalls: this percentage of sends is refused with `WouldBlock`.
+    /// Transient stalls: this percentage of sends (stream or datagram) is refused with
+    /// `WouldBlock`.
     pub fn refuse_percent(mut self, percent: u8) -> Self {
         self.faults.refuse_percent = percent.min(100);
         self
@@ -169,6 +191,11 @@ enum Action {
     Peer(usize, usize),
 }
 
+/// The address the `n`-th datagram endpoint of a simulation gets by default.
+fn sim_addr(n: usize) -> DatagramAddr {
+    DatagramAddr::Inet(std::net::SocketAddr::from(([10, 0, 0, 1], 10_000 + n as u16)))
+}
+
 /// An in-memory loop: a [`Registry`] driven over links with seeded faults, in virtual
 /// time, recording a transcript of every callback and checking invariants after every
 /// step. See the [module docs](super) for a tour.
@@ -201,9 +228,11 @@ impl Sim {
         let mut reg = Registry::new(now);
         let rec = Rc::new(RefCell::new(Recorder { log: Vec::new(), keep_data: config.keep_data }));
         record(&mut reg, &rec);
+        let mut net = Net::new(Rng::new(config.seed), config.faults, now);
+        net.dgram.faults = config.dgram;
         Sim {
             reg,
-            net: Net::new(Rng::new(config.seed), config.faults, now),
+            net,
             now,
             rec,
             checker: Checker::default(),
@@ -262,6 +291,57 @@ impl Sim {
         let link = self.net.add_link(End::Transport(h.handle()), End::Peer(peer));
         self.settle();
         (h, PeerId { link, side: 1 })
+    }
+
+    /// Two datagram endpoints connected to each other (each the other's `remote_addr`).
+    pub fn datagram_pair(
+        &mut self,
+        a: impl DatagramProtocol + 'static,
+        b: impl DatagramProtocol + 'static,
+    ) -> (DatagramHandle, DatagramHandle) {
+        let n = self.net.dgram.ends.len();
+        let (addr_a, addr_b) = (sim_addr(n), sim_addr(n + 1));
+        // Both exist before either protocol runs, so the first datagrams find their peer.
+        let ha = self.add_datagram(Box::new(a), addr_a.clone(), Some(addr_b.clone()));
+        let hb = self.add_datagram(Box::new(b), addr_b, Some(addr_a));
+        self.settle();
+        (ha, hb)
+    }
+
+    /// A datagram endpoint bound to `addr`, connected to `remote` if given; it can reach
+    /// every other endpoint of the simulation by address. A datagram to an address
+    /// nobody is bound to is lost, and a connected sender hears `ConnectionRefused` (an
+    /// ICMP port-unreachable) on its next receive, as on Linux.
+    pub fn datagram_endpoint(
+        &mut self,
+        p: impl DatagramProtocol + 'static,
+        addr: DatagramAddr,
+        remote: Option<DatagramAddr>,
+    ) -> DatagramHandle {
+        let h = self.add_datagram(Box::new(p), addr, remote);
+        self.settle();
+        h
+    }
+
+    fn add_datagram(
+        &mut self,
+        p: Box<dyn DatagramProtocol>,
+        addr: DatagramAddr,
+        remote: Option<DatagramAddr>,
+    ) -> DatagramHandle {
+        let h = self.reg.insert_datagram(p, remote.clone(), Extra::default());
+        self.net.dgram.add(h.handle(), addr, remote);
+        h
+    }
+
+    /// Datagrams `h`'s socket accepted.
+    pub fn datagrams_sent(&self, h: DatagramHandle) -> u64 {
+        self.net.dgram.ends.get(&h.handle()).map_or(0, |e| e.accepted)
+    }
+
+    /// Datagrams the network lost (the loss fault, or no receiver at the address).
+    pub fn datagrams_lost(&self) -> u64 {
+        self.net.dgram.lost
     }
 
     /// Accepts connections that protocols open with [`Ctx::connect`] to `endpoint`: each
@@ -464,10 +544,12 @@ impl Sim {
         } else if self.reg.pending_soon() > 0 {
             self.reg.dispatch(self.now, &mut self.net);
         } else {
-            let next = [self.reg.poll_timeout(), self.net.next_arrival(), self.next_unstall()]
-                .into_iter()
-                .flatten()
-                .min();
+            let dgram = self.net.dgram.next_arrival(self.now);
+            let next =
+                [self.reg.poll_timeout(), self.net.next_arrival(), dgram, self.next_unstall()]
+                    .into_iter()
+                    .flatten()
+                    .min();
             let Some(next) = next.filter(|&t| horizon.is_none_or(|h| t <= h)) else {
                 return Ok(false);
             };
@@ -509,6 +591,15 @@ impl Sim {
                 self.candidates.push(Action::Read(h));
             }
             if interest.write && self.net.writable(link, side) {
+                self.candidates.push(Action::Write(h));
+            }
+        }
+        for &h in self.net.dgram.ends.keys() {
+            let Ok(interest) = self.reg.interest(h) else { continue };
+            if interest.read && self.net.dgram.readable(self.now, h) {
+                self.candidates.push(Action::Read(h));
+            }
+            if interest.write {
                 self.candidates.push(Action::Write(h));
             }
         }
@@ -651,6 +742,13 @@ impl Sim {
         for (&h, &count) in &self.net.closes {
             if count > 1 {
                 return Err(self.violation(Some(h), format!("Io::close called {count} times")));
+            }
+        }
+        for (&h, end) in &self.net.dgram.ends {
+            if self.checker.is_lost(h) && !end.closed {
+                return Err(
+                    self.violation(Some(h), "connection_lost before its socket was closed".into())
+                );
             }
         }
         for (&h, &(link, side)) in &self.net.ends {

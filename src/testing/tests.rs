@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{
-    CallbackResult, ConnectionError, Ctx, Endpoint, Protocol, ProtocolError, StreamHandle,
+    CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramHandle, DatagramProtocol, Endpoint,
+    Protocol, ProtocolError, StreamHandle,
 };
 
 fn t0() -> Instant {
@@ -401,4 +402,132 @@ fn scripted_send_failure_is_fatal() {
     s.enter(|ctx, h| ctx.write_slice(h, b"x")).unwrap();
     assert_eq!(s.events(), [Event::Lost(Some(ErrorKind::BrokenPipe.into()))]);
     assert!(s.is_closed());
+}
+
+// ---------------------------------------------------------------------------------------
+// Datagram links
+// ---------------------------------------------------------------------------------------
+
+type Shared<T> = Rc<RefCell<Vec<T>>>;
+
+/// Sends `n` numbered datagrams at start (honouring pause_writing) and records what
+/// comes back and every error.
+struct Pinger {
+    n: u32,
+    next: u32,
+    paused: bool,
+    got: Rc<RefCell<Vec<u32>>>,
+    errors: Rc<RefCell<Vec<ConnectionError>>>,
+}
+
+impl Pinger {
+    fn new(n: u32) -> (Self, Shared<u32>, Shared<ConnectionError>) {
+        let (got, errors) = (Rc::default(), Rc::default());
+        let p =
+            Pinger { n, next: 0, paused: false, got: Rc::clone(&got), errors: Rc::clone(&errors) };
+        (p, got, errors)
+    }
+    fn pump(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        while !self.paused && self.next < self.n {
+            ctx.sendto(ctx.datagram(), &self.next.to_be_bytes(), None)?;
+            self.next += 1;
+            self.paused = ctx.is_writing_paused(ctx.datagram())?;
+        }
+        Ok(())
+    }
+}
+
+impl DatagramProtocol for Pinger {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.pump(ctx)
+    }
+    fn datagram_received(
+        &mut self,
+        _: &mut Ctx<'_>,
+        data: &[u8],
+        _: Option<&DatagramAddr>,
+    ) -> CallbackResult {
+        self.got.borrow_mut().push(u32::from_be_bytes(data.try_into()?));
+        Ok(())
+    }
+    fn error_received(&mut self, _: &mut Ctx<'_>, err: ConnectionError) -> CallbackResult {
+        self.errors.borrow_mut().push(err);
+        Ok(())
+    }
+    fn pause_writing(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
+        self.paused = true;
+        Ok(())
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.paused = false;
+        self.pump(ctx)
+    }
+}
+
+struct Reflector;
+
+impl DatagramProtocol for Reflector {
+    fn datagram_received(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> CallbackResult {
+        Ok(ctx.sendto(ctx.datagram(), data, addr)?)
+    }
+}
+
+fn ping(config: SimConfig, n: u32) -> (Sim, DatagramHandle, Vec<u32>) {
+    let mut sim = Sim::with_config(t0(), config);
+    let (p, got, _) = Pinger::new(n);
+    let (a, _) = sim.datagram_pair(p, Reflector);
+    sim.run_until_idle();
+    let got = got.borrow().clone();
+    (sim, a, got)
+}
+
+#[test]
+fn datagrams_arrive_whole_once_and_in_order_without_faults() {
+    let (sim, a, got) = ping(SimConfig::new(20).refuse_percent(30), 500);
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+    assert_eq!(sim.datagrams_sent(a), 500);
+    assert_eq!(sim.datagrams_lost(), 0);
+}
+
+#[test]
+fn loss_duplication_and_reordering_change_what_arrives() {
+    let (sim, _, got) = ping(SimConfig::new(21).loss_percent(30), 500);
+    assert!(got.len() < 500 && got.windows(2).all(|w| w[0] < w[1]), "lost, never reordered");
+    // Lost on the way out or on the way back: every missing reply is one lost datagram.
+    assert_eq!(sim.datagrams_lost(), 500 - got.len() as u64);
+    let (_, _, got) = ping(SimConfig::new(22).dup_percent(30), 300);
+    assert!(got.len() > 300, "duplicated");
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(unique, (0..300).collect::<Vec<_>>());
+    let (_, _, got) = ping(SimConfig::new(23).reorder_percent(30), 300);
+    assert_eq!(got.len(), 300);
+    assert!(got.windows(2).any(|w| w[0] > w[1]), "reordered");
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_connected_endpoint_to_a_closed_port_hears_connection_refused_and_stays_usable() {
+    let mut sim = Sim::new(t0(), 24);
+    let (p, _, errors) = Pinger::new(2);
+    let nobody = DatagramAddr::Inet(std::net::SocketAddr::from(([10, 9, 9, 9], 9)));
+    let h = sim.datagram_endpoint(
+        p,
+        DatagramAddr::Inet(std::net::SocketAddr::from(([10, 0, 0, 9], 1))),
+        Some(nobody),
+    );
+    sim.run_until_idle();
+    assert!(errors.borrow().iter().any(|e| e.io_kind() == Some(ErrorKind::ConnectionRefused)));
+    assert!(!sim.registry().datagram(h.handle()).unwrap().is_closing());
+    sim.enter(|ctx| ctx.sendto(h, b"again", None)).unwrap();
+    sim.enter(|ctx| ctx.close(h)).unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.transcript(h).last(), Some(&Event::Lost(None)));
 }
