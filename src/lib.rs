@@ -183,6 +183,9 @@
 //! | `is_reading()` stays true after a keep-open EOF | false once EOF was received |
 //! | `writelines` skips flow control / loses empty chunks (gh-127655, gh-155888) | same guards as `write`, empty chunks skipped |
 //! | the write pipe resumes only when fully drained | resumes at `<= low` like streams |
+//! | datagram size accounting leaks 8 bytes per datagram (gh-135444) | `len + 8` on enqueue and dequeue |
+//! | an unconnected datagram transport still sends after close | refused like a connected one (`WriteError::Closing`) |
+//! | uvloop makes datagram send errors fatal (uvloop#601) | never fatal: `error_received`, the datagram dropped, the rest kept |
 //! | unbounded write buffer | optional hard limit → `WriteError::BufferFull` (off by default) |
 //! | `pause_writing` / `resume_writing` run synchronously inside `write()` | the *state* changes inside `write()` (`is_writing_paused()` is true when it returns); the callback is delivered right after the current callback |
 //! | `get_buffer(-1)`: the size hint is always -1 | the hint is the loop's read size (256 KiB) |
