@@ -366,7 +366,7 @@ impl<'a> Ctx<'a> {
     // Datagrams
     // ----------------------------------------------------------------------------------
 
-    /// Sends one datagram (asyncio's `sendto`): see [`DatagramTransport::sendto`]. `addr`
+    /// Sends one datagram (asyncio's `sendto`): see [`DatagramTransport::sendto`](crate::DatagramTransport::sendto). `addr`
     /// must be `None` (or the peer) on a connected endpoint and is required otherwise.
     ///
     /// # Errors
