@@ -202,7 +202,8 @@
 //! transports such as TLS compose: the engine is the raw transport's protocol, the app
 //! sees an ordinary stream transport whose sends go synchronously into the engine's sink
 //! (an [`Io`] without access to the loop, so nothing re-enters), and which wakes the engine
-//! through [`Protocol::handle_wake`].
+//! through [`Protocol::handle_wake`]. With the `tls` feature, `aioport::tls` is that
+//! engine, on rustls: the app protocol runs unchanged over TLS.
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 #![warn(missing_docs)]
@@ -211,8 +212,6 @@ pub mod datagram;
 mod error;
 mod extra;
 mod flow;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
 mod handle;
 mod io;
 mod lifecycle;
@@ -223,6 +222,8 @@ mod send_queue;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use datagram::{DatagramAddr, DatagramTransport};
 pub use error::{
