@@ -32,6 +32,13 @@ pub trait Io {
     /// reports nothing more for `h` (any such call returns `DriverError::Closed`).
     fn close(&mut self, h: Handle);
 
+    /// Closes without flushing: after `abort()`, a fatal error or a panic — instead of
+    /// [`close`](Io::close), never in addition to it. The default is `close`; override it
+    /// to tell the two apart (a serving TLS engine skips close_notify on abort).
+    fn abort(&mut self, h: Handle) {
+        self.close(h);
+    }
+
     /// Sends one datagram, whole, to `addr` (`None`: the connected peer). Only called for
     /// datagram transports; the default refuses with `Unsupported`, so stream-only
     /// drivers need not implement it.

@@ -212,14 +212,14 @@ impl DatagramTransport {
         }
         self.held.clear();
         if self.queue.is_empty() {
-            self.lose(None, io);
+            self.lose(None, true, io);
         }
     }
 
     /// Closes at once, dropping what is queued; `connection_lost(None)` follows.
     pub fn abort(&mut self, io: &mut dyn Io) {
         self.lifecycle.start_closing();
-        self.lose(None, io);
+        self.lose(None, false, io);
     }
 
     /// True once `close()`, `abort()` or a fatal error happened.
@@ -339,7 +339,7 @@ impl DatagramTransport {
 
     /// Ends the transport with `err` (a failing protocol callback whose failure is fatal).
     pub fn fail(&mut self, err: ConnectionError, io: &mut dyn Io) {
-        self.lose(Some(err), io);
+        self.lose(Some(err), false, io);
     }
 
     // ----------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ impl DatagramTransport {
         }
         self.flow.check(self.queued);
         if self.queue.is_empty() && self.lifecycle.is_close_requested() {
-            self.lose(None, io);
+            self.lose(None, true, io);
         }
         Ok(())
     }
@@ -464,7 +464,7 @@ impl DatagramTransport {
         if self.lifecycle.is_lost() { Err(DriverError::Closed) } else { Ok(()) }
     }
 
-    fn lose(&mut self, reason: Option<ConnectionError>, io: &mut dyn Io) {
+    fn lose(&mut self, reason: Option<ConnectionError>, graceful: bool, io: &mut dyn Io) {
         if self.lifecycle.is_lost() {
             return;
         }
@@ -472,7 +472,11 @@ impl DatagramTransport {
         self.queue = VecDeque::new();
         self.queued = 0;
         self.held = VecDeque::new();
-        io.close(self.handle);
+        if graceful {
+            io.close(self.handle);
+        } else {
+            io.abort(self.handle);
+        }
         self.lifecycle.set_lost(reason);
     }
 }

@@ -4,9 +4,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::Endpoint;
 use super::state::{Core, Entry};
 use super::transport::{AnyProtocol, Common, Transport, TransportKind};
+use super::{Endpoint, LoopError};
+use crate::ProtocolError;
 use crate::datagram::DatagramAddr;
 use crate::stream::StreamKind;
 use crate::{
@@ -429,6 +430,14 @@ impl<'a> Ctx<'a> {
         self.core.later.remove(&(id.when, id.seq)).is_some()
     }
 
+    /// Reports an error this protocol handled itself to the loop's error queue
+    /// ([`Registry::poll_error`](crate::Registry::poll_error)), as asyncio's
+    /// `call_exception_handler`; nothing else happens.
+    pub fn report_error(&mut self, error: ProtocolError) {
+        let handle = self.core.entry(self.this).is_ok().then_some(self.this);
+        self.core.report(LoopError::Reported { handle, error });
+    }
+
     // ----------------------------------------------------------------------------------
     // Requests to the driver
     // ----------------------------------------------------------------------------------
@@ -513,6 +522,16 @@ impl<'a> Ctx<'a> {
     /// As [`feed_data`](Self::feed_data).
     pub fn served_writable(&mut self, h: StreamHandle) -> Result<(), DriverError> {
         self.serve(h, |t, io, pool| t.on_writable(io, pool))
+    }
+
+    /// Bytes a served transport holds that its protocol has not received yet (reading
+    /// paused): what a serving engine's read back-pressure looks at.
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn served_inbound(&mut self, h: StreamHandle) -> Result<usize, DriverError> {
+        self.serve(h, |t, _, _| Ok(t.held_inbound()))
     }
 
     /// Sets the bytes this protocol holds on the served transport's behalf (for TLS:

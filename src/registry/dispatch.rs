@@ -184,6 +184,7 @@ impl Core {
                     self.with_stream_io(h, io, |t, io, pool| {
                         t.handle_eof_answer(keep_open, io, pool)
                     });
+                    self.wake_server_of(h);
                 }
             }
             StreamCallback::ConnectionLost(err) => self.deliver_lost(h, err, io),
@@ -443,6 +444,15 @@ impl Core {
 
     pub(crate) fn fail_transport(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
         self.with_transport_io(h, io, |t, io, pool| t.common().fail(err, io, pool));
+        self.wake_server_of(h);
+    }
+
+    /// A served transport changed outside any `Ctx` call (its EOF answer closed it, a
+    /// callback failed or panicked): its serving protocol must hear of it.
+    fn wake_server_of(&mut self, h: Handle) {
+        if let Some(server) = self.entry(h).ok().and_then(|e| e.server) {
+            self.wake(server);
+        }
     }
 
     /// One datagram for the driver's `on_readable`, into the loop-wide buffer and

@@ -86,6 +86,15 @@ pub enum LoopError {
         /// What it returned.
         error: ProtocolError,
     },
+    /// A protocol reported an error it handled itself ([`Ctx::report_error`]): a TLS
+    /// engine's failed server-side handshake, say.
+    #[error("reported by a protocol: {error}")]
+    Reported {
+        /// The transport whose protocol reported it, if any.
+        handle: Option<Handle>,
+        /// What it reported.
+        error: ProtocolError,
+    },
     /// A protocol callback, a protocol's drop, or a closure panicked. A protocol that
     /// panicked was dropped and its transport aborted; other transports are unaffected.
     #[error("{callback} panicked: {message}")]

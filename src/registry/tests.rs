@@ -986,3 +986,81 @@ fn served_transport_back_pressure_and_external_pending() {
     w.writable(raw);
     assert_eq!(w.net.sock(raw).sent, b"\x040123\x044567\x0289");
 }
+
+#[test]
+fn abort_and_fatal_errors_use_io_abort_close_uses_io_close() {
+    #[derive(Default)]
+    struct Calls(Vec<&'static str>);
+    impl Io for Calls {
+        fn try_send(&mut self, _: Handle, b: &[IoSlice<'_>]) -> io::Result<usize> {
+            Ok(b.iter().map(|b| b.len()).sum())
+        }
+        fn try_recv(&mut self, _: Handle, _: &mut [u8]) -> io::Result<usize> {
+            Err(ErrorKind::WouldBlock.into())
+        }
+        fn shutdown_write(&mut self, _: Handle) -> io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, _: Handle) {
+            self.0.push("close");
+        }
+        fn abort(&mut self, _: Handle) {
+            self.0.push("abort");
+        }
+    }
+    let now = t0();
+    let mut reg = Registry::new(now);
+    let mut io = Calls::default();
+    let log = Log::default();
+    let (a, b) = (
+        reg.insert_stream(Rec::new("a", &log).boxed(), Extra::default()),
+        reg.insert_stream(Rec::new("b", &log).boxed(), Extra::default()),
+    );
+    reg.dispatch(now, &mut io);
+    reg.enter(now, &mut io, |ctx| {
+        ctx.close(a).unwrap();
+        ctx.abort(b).unwrap();
+    });
+    assert_eq!(io.0, ["close", "abort"]);
+}
+
+#[test]
+fn report_error_reaches_the_error_queue() {
+    let mut w = World::new();
+    let mut p = Rec::new("p", &w.log);
+    p.on_made = Some(Box::new(|ctx, ()| {
+        ctx.report_error(ProtocolError::msg("handshake failed"));
+        Ok(())
+    }));
+    let h = w.add(p);
+    assert_eq!(
+        w.reg.poll_error(),
+        Some(LoopError::Reported {
+            handle: Some(h.handle()),
+            error: ProtocolError::msg("handshake failed")
+        })
+    );
+}
+
+#[test]
+fn a_served_transport_closed_by_its_eof_answer_wakes_its_engine() {
+    // The app answers the engine's EOF with "close": no Ctx call of the engine's did it,
+    // yet the engine must hear of it (to send its own close_notify, say).
+    let mut w = World::new();
+    let pending = Rc::new(RefCell::new(Pending { cap: 1 << 20, ..Pending::default() }));
+    let app = Rec::new("app", &w.log); // keep_open false: EOF closes
+    let framer = Framer {
+        app: Some(app.boxed()),
+        inner: None,
+        pending: pending.clone(),
+        partial: Vec::new(),
+    };
+    let raw = w.reg.insert_stream(Box::new(framer), Extra::default());
+    w.reg.dispatch(w.now, &mut w.net);
+    w.net.sock(raw).eof = true;
+    w.reg.on_readable(raw.handle(), w.now, &mut w.net).unwrap();
+    // The engine's wake saw the sink closed and closed the raw transport in turn.
+    assert!(pending.borrow().closed);
+    assert!(w.net.sock(raw).closed, "the engine closed the raw side when woken");
+    assert_eq!(w.log(), ["app:made", "app:eof", "app:lost"]);
+}

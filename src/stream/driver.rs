@@ -135,7 +135,7 @@ impl StreamTransport {
         pool: &mut SendPool,
     ) -> Result<(), DriverError> {
         self.check_open()?;
-        self.lose(reason, io, pool);
+        self.lose(reason, true, io, pool);
         Ok(())
     }
 
@@ -172,7 +172,7 @@ impl StreamTransport {
             Some(ConnectionError::from(io::ErrorKind::BrokenPipe))
         };
         self.lifecycle.start_closing();
-        self.lose(reason, io, pool);
+        self.lose(reason, true, io, pool);
         Ok(())
     }
 

@@ -321,7 +321,7 @@ impl StreamTransport {
         }
         self.release_inbound();
         if self.queue.is_empty() {
-            self.lose(None, io, pool);
+            self.lose(None, true, io, pool);
         }
     }
 
@@ -332,7 +332,7 @@ impl StreamTransport {
     /// synchronously before the abort. Idempotent.
     pub fn abort(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
         self.lifecycle.start_closing();
-        self.lose(None, io, pool);
+        self.lose(None, false, io, pool);
     }
 
     /// True once `close()`, `abort()`, a fatal error or the peer ended the connection
@@ -481,7 +481,13 @@ impl StreamTransport {
     /// queue dropped, socket closed, `connection_lost(Some(err))` follows. The first
     /// reason wins; a no-op once the connection is lost.
     pub fn fail(&mut self, err: ConnectionError, io: &mut dyn Io, pool: &mut SendPool) {
-        self.lose(Some(err), io, pool);
+        self.lose(Some(err), false, io, pool);
+    }
+
+    /// Bytes received but not delivered yet (reading was paused, or a serving protocol fed
+    /// them): 0 in steady state.
+    pub fn held_inbound(&self) -> usize {
+        self.inbound.len()
     }
 
     /// True once the socket was closed (`Io::close` was called for it): the driver must
@@ -548,7 +554,7 @@ impl StreamTransport {
             return;
         }
         if self.lifecycle.is_close_requested() {
-            self.lose(None, io, pool);
+            self.lose(None, true, io, pool);
         } else if self.eof_requested && !self.shutdown_done {
             self.shutdown_done = true;
             match io.shutdown_write(self.handle) {
@@ -560,8 +566,15 @@ impl StreamTransport {
         }
     }
 
-    /// Closes the socket and records why; frees the buffers. Idempotent.
-    fn lose(&mut self, reason: Option<ConnectionError>, io: &mut dyn Io, pool: &mut SendPool) {
+    /// Closes the socket (`Io::abort` unless `graceful`) and records why; frees the
+    /// buffers. Idempotent.
+    fn lose(
+        &mut self,
+        reason: Option<ConnectionError>,
+        graceful: bool,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) {
         if self.lifecycle.is_lost() {
             return;
         }
@@ -571,7 +584,11 @@ impl StreamTransport {
         self.queue.clear(pool);
         self.flow.set_external_pending(0, 0);
         self.release_inbound();
-        io.close(self.handle);
+        if graceful {
+            io.close(self.handle);
+        } else {
+            io.abort(self.handle);
+        }
         self.lifecycle.set_lost(reason);
     }
 
