@@ -212,6 +212,8 @@ pub mod datagram;
 mod error;
 mod extra;
 mod flow;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handle;
 mod io;
 mod lifecycle;

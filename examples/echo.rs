@@ -1,0 +1,366 @@
+//! The main demo: an echo server on the built-in poll loop (`aioport-poll`) with asyncio's
+//! flow control, and clients that push several MiB each and verify every byte.
+//!
+//! ```text
+//! cargo run --release --example echo                      # 1 server loop, 4 clients × 8 MiB
+//! cargo run --release --example echo -- --threads 2       # 2 server loops sharing the port (SO_REUSEPORT)
+//! cargo run --release --example echo -- --same-loop       # clients on the server's loop
+//! cargo run --release --example echo -- --clients 8 --mib 16
+//! cargo run --release --example echo -- --port 25000      # only serve 127.0.0.1:25000 until killed (benchmarks)
+//! ```
+//!
+//! The server's protocol stops reading while its write buffer is above the high-water mark
+//! (`pause_reading()` in `pause_writing()`, `resume_reading()` in `resume_writing()`), so a
+//! client that does not read cannot make it buffer more than one read past high water.
+//! Each client pauses its own reading for 30 ms after connecting, so that the flow-control
+//! events show: the server's write buffer fills, it pauses, the client's sends back up,
+//! it pauses too, and both resume once the client reads again. Exits 0 when every byte
+//! came back in order.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aioport::{CallbackResult, ConnectionError, Ctx, Endpoint, Protocol};
+use aioport_poll::{Loop, LoopHandle, ServerOptions};
+use bytes::Bytes;
+
+/// Flow-control events of all server connections, across server threads.
+#[derive(Default)]
+struct ServerStats {
+    pauses: AtomicU64,
+    resumes: AtomicU64,
+}
+
+/// Echoes everything; stops reading while the peer does not keep up.
+struct EchoServer {
+    stats: Arc<ServerStats>,
+}
+
+impl Protocol for EchoServer {
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        ctx.write_slice(ctx.stream(), data)?;
+        Ok(())
+    }
+    fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        Ok(ctx.pause_reading(ctx.stream())?)
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.stats.resumes.fetch_add(1, Ordering::Relaxed);
+        Ok(ctx.resume_reading(ctx.stream())?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// The stream's bytes repeat with this (prime) period; a reference buffer holds one
+/// period plus a maximal read, so checking a read is one slice comparison.
+const PERIOD: usize = 65_521;
+const CHUNK: usize = 64 * 1024;
+
+fn reference() -> Bytes {
+    let mut x: u32 = 0x9e37_79b9;
+    let period: Vec<u8> = (0..PERIOD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let len = PERIOD + 256 * 1024 + CHUNK;
+    Bytes::from(period.iter().copied().cycle().take(len).collect::<Vec<u8>>())
+}
+
+#[derive(Default)]
+struct ClientReport {
+    elapsed: Option<Duration>,
+    pauses: u32,
+    resumes: u32,
+    error: Option<String>,
+}
+
+struct Client {
+    total: usize,
+    sent: usize,
+    received: usize,
+    reference: Bytes,
+    started: Instant,
+    report: Rc<RefCell<ClientReport>>,
+    finished: Rc<Cell<usize>>,
+}
+
+impl Client {
+    /// Writes until the transport pauses us or everything is sent.
+    fn fill(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let h = ctx.stream();
+        while self.sent < self.total && !ctx.is_writing_paused(h)? {
+            let n = CHUNK.min(self.total - self.sent);
+            let off = self.sent % PERIOD;
+            ctx.write(h, self.reference.slice(off..off + n))?;
+            self.sent += n;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx<'_>, why: String) -> CallbackResult {
+        self.report.borrow_mut().error.get_or_insert(why);
+        ctx.abort(ctx.stream())?;
+        Ok(())
+    }
+}
+
+impl Protocol for Client {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.started = ctx.now();
+        let h = ctx.stream();
+        // Not reading for a moment makes the server's (and then our) flow control act.
+        ctx.pause_reading(h)?;
+        ctx.call_later(Duration::from_millis(30), move |ctx| {
+            let _ = ctx.resume_reading(h);
+        })?;
+        self.fill(ctx)
+    }
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        let off = self.received % PERIOD;
+        if self.received + data.len() > self.total || data != &self.reference[off..off + data.len()]
+        {
+            let at = self.received;
+            return self.fail(ctx, format!("wrong bytes in the echo at offset {at}"));
+        }
+        self.received += data.len();
+        if self.received == self.total {
+            self.report.borrow_mut().elapsed = Some(ctx.now() - self.started);
+            ctx.close(ctx.stream())?;
+        }
+        Ok(())
+    }
+    fn pause_writing(&mut self, _ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.report.borrow_mut().pauses += 1;
+        Ok(())
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.report.borrow_mut().resumes += 1;
+        self.fill(ctx)
+    }
+    fn connection_lost(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        err: Option<ConnectionError>,
+    ) -> CallbackResult {
+        if self.received != self.total {
+            let why = format!("lost after {} of {} bytes: {err:?}", self.received, self.total);
+            self.report.borrow_mut().error.get_or_insert(why);
+        }
+        let _ = ctx;
+        self.finished.set(self.finished.get() + 1);
+        Ok(())
+    }
+}
+
+/// Runs `clients` clients on `lp` against `addr`; returns their reports.
+fn run_clients(
+    lp: &mut Loop,
+    addr: SocketAddr,
+    clients: usize,
+    bytes: usize,
+) -> Result<(Vec<ClientReport>, Duration), Box<dyn Error>> {
+    let reference = reference();
+    let finished = Rc::new(Cell::new(0));
+    let reports: Vec<_> =
+        (0..clients).map(|_| Rc::new(RefCell::new(ClientReport::default()))).collect();
+    let t0 = Instant::now();
+    for report in &reports {
+        let client = Client {
+            total: bytes,
+            sent: 0,
+            received: 0,
+            reference: reference.clone(),
+            started: t0,
+            report: report.clone(),
+            finished: finished.clone(),
+        };
+        lp.create_connection(Endpoint::Addr(addr), Box::new(client))?;
+    }
+    let limit = Duration::from_secs(120);
+    lp.run_until_timeout(|| finished.get() == clients, limit)?;
+    let elapsed = t0.elapsed();
+    let reports = reports.into_iter().map(|r| r.take()).collect();
+    Ok((reports, elapsed))
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------
+
+fn serve(
+    lp: &mut Loop,
+    addr: SocketAddr,
+    reuse_port: bool,
+    stats: &Arc<ServerStats>,
+) -> Result<SocketAddr, Box<dyn Error>> {
+    let stats = stats.clone();
+    let factory = move || -> Box<dyn Protocol> { Box::new(EchoServer { stats: stats.clone() }) };
+    let options = ServerOptions::default().backlog(4096).reuse_port(reuse_port);
+    Ok(lp.create_server(addr, factory, options)?.addr())
+}
+
+/// A server loop's thread and the handle that stops it.
+type ServerThread = (LoopHandle, thread::JoinHandle<()>);
+
+/// Starts `threads` server loops on `addr` (the first picks the port if it is 0).
+fn spawn_servers(
+    threads: usize,
+    addr: SocketAddr,
+    stats: &Arc<ServerStats>,
+) -> Result<(SocketAddr, Vec<ServerThread>), Box<dyn Error>> {
+    let mut addr = addr;
+    let mut servers = Vec::new();
+    for _ in 0..threads {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stats = stats.clone();
+        let t = thread::spawn(move || {
+            let setup = Loop::new().map_err(|e| e.to_string()).and_then(|mut lp| {
+                let bound = serve(&mut lp, addr, threads > 1, &stats).map_err(|e| e.to_string())?;
+                Ok((lp, bound))
+            });
+            match setup {
+                Ok((mut lp, bound)) => {
+                    let _ = tx.send(Ok((lp.handle(), bound)));
+                    if let Err(e) = lp.run_forever() {
+                        eprintln!("server loop failed: {e}");
+                    }
+                }
+                Err(e) => drop(tx.send(Err(e))),
+            }
+        });
+        let (handle, bound) = rx.recv()??;
+        addr = bound;
+        servers.push((handle, t));
+    }
+    Ok((addr, servers))
+}
+
+struct Args {
+    threads: usize,
+    clients: usize,
+    mib: usize,
+    port: Option<u16>,
+    same_loop: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { threads: 1, clients: 4, mib: 8, port: None, same_loop: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<usize, String> {
+            it.next().and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--threads" => args.threads = value("--threads")?.max(1),
+            "--clients" => args.clients = value("--clients")?.max(1),
+            "--mib" => args.mib = value("--mib")?.max(1),
+            "--port" => {
+                args.port = Some(u16::try_from(value("--port")?).map_err(|e| e.to_string())?)
+            }
+            "--same-loop" => args.same_loop = true,
+            _ => {
+                return Err(format!(
+                    "unknown argument {a:?}\nusage: echo [--threads N] [--clients N] [--mib N] \
+                     [--same-loop] [--port PORT]"
+                ));
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let stats = Arc::new(ServerStats::default());
+
+    if let Some(port) = args.port {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        eprintln!("echo: {} loop(s) serving {addr} until killed", args.threads);
+        if args.threads == 1 {
+            let mut lp = Loop::new()?;
+            serve(&mut lp, addr, false, &stats)?;
+            lp.run_forever()?;
+        } else {
+            let (_, servers) = spawn_servers(args.threads, addr, &stats)?;
+            for (_, t) in servers {
+                t.join().map_err(|_| "server thread panicked")?;
+            }
+        }
+        return Ok(());
+    }
+
+    let bytes = args.mib << 20;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut lp = Loop::new()?;
+    let (reports, elapsed) = if args.same_loop {
+        let addr = serve(&mut lp, any, false, &stats)?;
+        println!("echo server on {addr}; {} clients on the same loop", args.clients);
+        run_clients(&mut lp, addr, args.clients, bytes)?
+    } else {
+        let (addr, servers) = spawn_servers(args.threads, any, &stats)?;
+        println!(
+            "echo server on {addr} ({} loop thread{}{}); {} clients on the main thread's loop",
+            args.threads,
+            if args.threads == 1 { "" } else { "s" },
+            if args.threads == 1 { "" } else { ", SO_REUSEPORT" },
+            args.clients
+        );
+        let result = run_clients(&mut lp, addr, args.clients, bytes);
+        for (handle, _) in &servers {
+            handle.stop();
+        }
+        for (_, t) in servers {
+            t.join().map_err(|_| "server thread panicked")?;
+        }
+        result?
+    };
+
+    let mut failed = false;
+    for (i, r) in reports.iter().enumerate() {
+        match (&r.error, r.elapsed) {
+            (None, Some(t)) => println!(
+                "client {i}: {} MiB echoed and verified in {:.0} ms ({:.0} MiB/s); \
+                 pause_writing ×{}, resume_writing ×{}",
+                args.mib,
+                t.as_secs_f64() * 1e3,
+                args.mib as f64 / t.as_secs_f64(),
+                r.pauses,
+                r.resumes
+            ),
+            (error, _) => {
+                failed = true;
+                println!("client {i}: FAILED: {}", error.as_deref().unwrap_or("did not finish"));
+            }
+        }
+    }
+    let total = (bytes * args.clients) as f64 / (1 << 20) as f64;
+    println!(
+        "total: {total:.0} MiB echoed in {:.2} s: {:.0} MiB/s each way",
+        elapsed.as_secs_f64(),
+        total / elapsed.as_secs_f64()
+    );
+    println!(
+        "server flow control: pause_writing → pause_reading ×{}, resume_writing → resume_reading ×{}",
+        stats.pauses.load(Ordering::Relaxed),
+        stats.resumes.load(Ordering::Relaxed)
+    );
+    if failed {
+        return Err("some clients failed".into());
+    }
+    println!("ok: every byte came back in order");
+    Ok(())
+}

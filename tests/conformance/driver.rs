@@ -1,0 +1,62 @@
+//! The scenario API: what a scenario needs from a driver. Implement [`Driver`] for a new
+//! driver (tokio, smol, …) and add one `conformance!` line in `main.rs`; the scenarios
+//! and protocols stay as they are.
+
+use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
+
+/// Builds the protocol of each connection a listener accepts.
+pub type Factory = Box<dyn FnMut() -> Box<dyn Protocol>>;
+
+/// A listening endpoint.
+pub struct Listening {
+    pub id: usize,
+    pub endpoint: Endpoint,
+}
+
+/// One loop of some driver, with its listeners.
+pub trait Driver {
+    /// For messages.
+    const NAME: &'static str;
+
+    /// A fresh loop.
+    fn new() -> Self;
+
+    /// Accepts connections on a new (loopback) endpoint.
+    fn listen(&mut self, factory: Factory) -> Listening;
+
+    /// Stops accepting on a listener; connections already accepted go on. `false` if the
+    /// driver cannot (the scenario is then skipped).
+    fn close_listener(&mut self, id: usize) -> bool;
+
+    /// Connects `protocol` to `to`, running the loop until `connection_made` was delivered
+    /// or the connect failed.
+    fn connect(
+        &mut self,
+        to: &Endpoint,
+        protocol: Box<dyn Protocol>,
+    ) -> Result<StreamHandle, ConnectionError>;
+
+    /// An endpoint nobody listens on.
+    fn unused_endpoint(&mut self) -> Endpoint;
+
+    /// Runs user code with a `Ctx` outside callbacks.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R;
+
+    /// Resets `h`'s connection: the peer sees `ECONNRESET` (or an equivalent error).
+    fn reset(&mut self, h: StreamHandle);
+
+    /// Runs the loop until `done()`. Bounded: panics, naming `what`, when the driver's
+    /// limit (real time or steps) is reached first.
+    fn run_until(&mut self, what: &str, done: impl FnMut() -> bool);
+
+    /// Errors the loop reported (its error hook), taken. Driver-level failures that are not
+    /// a [`LoopError`] fail the test at once.
+    fn take_errors(&mut self) -> Vec<LoopError>;
+
+    /// Makes room for `n` concurrent connections (file descriptors) or panics with a
+    /// message saying what limit to raise.
+    fn prepare_connections(&mut self, n: usize);
+
+    /// Transports in the loop.
+    fn transports(&self) -> usize;
+}

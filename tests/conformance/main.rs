@@ -1,0 +1,87 @@
+//! The conformance suite: one set of protocols and scenarios, run on every driver.
+//!
+//! * `driver.rs`: the scenario API, the [`Driver`](driver::Driver) trait a driver
+//!   implements (listen, connect, run until, user code, reset, errors).
+//! * `protocols.rs`: the protocols the scenarios use (echo with flow control, a pattern
+//!   pusher that checks every byte, a recorder, a client, an asker that connects from a
+//!   callback).
+//! * `scenarios.rs`: the scenarios, generic over the driver.
+//! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
+//!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time.
+//!
+//! Adding a driver: implement `Driver` and add one `conformance!` line below. Every run is
+//! bounded (30 s of real time on sockets, a step budget in the simulation).
+
+mod driver;
+mod poll;
+mod protocols;
+mod scenarios;
+#[cfg(feature = "testing")]
+mod sim;
+
+/// One `#[test]` per scenario for a driver, in a module named after it.
+macro_rules! conformance {
+    ($module:ident, $driver:ty) => {
+        mod $module {
+            use crate::driver::Driver;
+            use crate::scenarios;
+
+            fn run(scenario: fn(&mut $driver)) {
+                scenario(&mut <$driver>::new());
+            }
+
+            #[test]
+            fn echo() {
+                run(scenarios::echo);
+            }
+            #[test]
+            fn bulk_64_mib_byte_exact() {
+                run(scenarios::bulk_64_mib_byte_exact);
+            }
+            #[test]
+            fn half_close_client_first() {
+                run(scenarios::half_close_client_first);
+            }
+            #[test]
+            fn half_close_server_first() {
+                run(scenarios::half_close_server_first);
+            }
+            #[test]
+            fn peer_stops_reading() {
+                run(scenarios::peer_stops_reading);
+            }
+            #[test]
+            fn abort_with_queued_buffer() {
+                run(scenarios::abort_with_queued_buffer);
+            }
+            #[test]
+            fn peer_reset() {
+                run(scenarios::peer_reset);
+            }
+            #[test]
+            fn connect_refused() {
+                run(scenarios::connect_refused);
+            }
+            #[test]
+            fn server_close() {
+                run(scenarios::server_close);
+            }
+            #[test]
+            fn timers_in_deadline_order() {
+                run(scenarios::timers_in_deadline_order);
+            }
+            #[test]
+            fn concurrent_1000() {
+                run(scenarios::concurrent_1000);
+            }
+            #[test]
+            fn panicking_protocol_beside_healthy_ones() {
+                run(scenarios::panicking_protocol_beside_healthy_ones);
+            }
+        }
+    };
+}
+
+conformance!(on_poll, crate::poll::Poll);
+#[cfg(feature = "testing")]
+conformance!(on_sim, crate::sim::Sim);
