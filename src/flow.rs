@@ -157,9 +157,12 @@ impl FlowControl {
         if !self.has_edge() {
             return None;
         }
-        // Either the view lags the state, or a whole episode is owed (pause first).
+        // Either the view lags the state, or a whole episode is owed (pause first). Once
+        // its pause is delivered, the episode's resume is owed only while the view still
+        // differs from the state: if the buffer crossed high water again meanwhile, the
+        // protocol is rightly paused and owed nothing (found by the `limits` fuzz target).
         self.view_paused = !self.view_paused;
-        if self.view_paused == self.paused {
+        if self.view_paused || self.view_paused == self.paused {
             self.pulse = false;
         }
         Some(if self.view_paused { FlowEdge::Pause } else { FlowEdge::Resume })

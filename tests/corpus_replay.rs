@@ -77,9 +77,7 @@ fn regressions_replay_clean() {
 fn open_bugs_still_reproduce() {
     // `limits` steps around its open bug so that fuzzing goes on; the strict variant
     // does not.
-    let strict = TARGETS.iter().map(|&(name, target)| {
-        (name, if name == "limits" { aioport::fuzzing::limits_strict as Target } else { target })
-    });
+    let strict = TARGETS.iter().map(|&(name, target)| (name, target));
     for (name, target) in strict {
         for file in inputs(&fuzz_dir().join("regressions").join("open").join(name)) {
             let data = std::fs::read(&file).unwrap();

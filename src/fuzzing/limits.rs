@@ -124,17 +124,6 @@ impl Model {
     }
 }
 
-/// The one known, reported disagreement: after the `pause_writing` owed for a whole
-/// pause → resume episode, the buffer crosses high water again before the owed
-/// `resume_writing`; `FlowControl` keeps its "episode owed" flag and delivers
-/// `resume_writing` (while paused) then `pause_writing`, where DESIGN.md §4 says the view
-/// agrees with the state and nothing is owed.
-fn known_bug_repause_after_owed_pause(got: State, want: State, m: &Model) -> bool {
-    let (mut g, mut w) = (got, want);
-    (g.1, w.1) = (false, false);
-    g == w && got.1 && !want.1 && m.paused && m.view
-}
-
 type State = (bool, bool, usize, usize, Option<usize>, usize, usize, bool);
 
 /// Fuzz target: `WriteBufferLimits` derivation and `FlowControl` sequences (limits
@@ -142,16 +131,6 @@ type State = (bool, bool, usize, usize, Option<usize>, usize, usize, bool);
 /// hard limits, protocol swaps, freezing) against a tiny model (opcode table
 /// [`LIMITS_OPS`]). Panics on the first disagreement.
 pub fn limits(data: &[u8]) {
-    run_limits(data, true);
-}
-
-/// As [`limits`], without the allowance for the one open bug (see
-/// `fuzz/regressions/open/limits/`): panics on inputs that reach it.
-pub fn limits_strict(data: &[u8]) {
-    run_limits(data, false);
-}
-
-fn run_limits(data: &[u8], tolerate_open_bug: bool) {
     let Some(mut input) = Input::new(data) else { return };
     let mut fc = FlowControl::new(WriteBufferLimits::default());
     let mut m = Model::new();
@@ -229,11 +208,6 @@ fn run_limits(data: &[u8], tolerate_open_bug: bool) {
         );
         let want: State =
             (m.paused, m.owed().is_some(), m.high, m.low, m.hard, m.external, m.size(), m.frozen);
-        if tolerate_open_bug && got != want && known_bug_repause_after_owed_pause(got, want, &m) {
-            // Reported (see `flow_episode_owed_then_repaused_owes_nothing_more`): end this
-            // input quietly so the campaign keeps looking for other bugs.
-            return;
-        }
         if got != want {
             panic!(
                 "limits: (paused, has_edge, high, low, hard, external, size, frozen) {got:?}\n  \

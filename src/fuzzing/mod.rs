@@ -313,7 +313,7 @@ use std::sync::{Once, OnceLock};
 use std::time::Instant;
 
 pub use decode::{FORMAT_VERSION, Input, Op, OpSpec};
-pub use limits::{LIMITS_OPS, limits, limits_strict};
+pub use limits::{LIMITS_OPS, limits};
 pub use pair::{PAIR_OPS, PEER_OPS, PeerRun, drive_peer, pair, sim_config};
 pub use registry::{REGISTRY_OPS, describe_registry, registry_ops};
 pub use stream::{

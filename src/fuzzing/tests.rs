@@ -42,10 +42,9 @@ impl Protocol for RepauseInPauseWriting {
 /// Found by `limits` (fuzz/regressions/limits/repause_after_owed_pause). DESIGN.md §4:
 /// dispatch delivers pause/resume until the protocol's view agrees with the state. After
 /// the owed `pause_writing` the transport is paused again, so the view (paused) agrees and
-/// nothing more is owed; `FlowControl` still delivers `resume_writing` — while
-/// `is_writing_paused()` is true — then `pause_writing` again.
+/// nothing more is owed; `FlowControl` used to deliver `resume_writing` — while
+/// `is_writing_paused()` was true — then `pause_writing` again.
 #[test]
-#[ignore = "open bug in src/flow.rs, reported to its owner; remove once fixed"]
 fn flow_episode_owed_then_repaused_owes_nothing_more() {
     let flag = Rc::new(Cell::new(false));
     let p = RepauseInPauseWriting { repaused: false, resumed_while_paused: flag.clone() };
@@ -56,22 +55,6 @@ fn flow_episode_owed_then_repaused_owes_nothing_more() {
     assert!(s.is_writing_paused());
     assert!(!flag.get(), "resume_writing was delivered while is_writing_paused() was true");
     assert_eq!(events, [Event::Made, Event::Pause]);
-}
-
-/// What the same run delivers today (kept so the report's transcript stays checked).
-#[test]
-fn flow_episode_owed_then_repaused_transcript_today() {
-    let flag = Rc::new(Cell::new(false));
-    let p = RepauseInPauseWriting { repaused: false, resumed_while_paused: flag.clone() };
-    let mut s = Scripted::new_with(super::base_instant(), p, |s| {
-        s.send_refuses_all();
-    });
-    let events = s.events();
-    if events == [Event::Made, Event::Pause] {
-        return; // fixed: the ignored test above now passes
-    }
-    assert_eq!(events, [Event::Made, Event::Pause, Event::Resume, Event::Pause]);
-    assert!(flag.get() && s.is_writing_paused());
 }
 
 /// A socket table that only counts closes.
@@ -97,16 +80,12 @@ struct Quiet;
 impl Protocol for Quiet {}
 
 /// Found by `registry_ops` (fuzz/regressions/registry_ops/handle_error_while_connecting):
-/// `handle_error` on a transport still waiting for its connect outcome closes its socket
-/// (`Io::close`) but leaves it in the loop, waiting. The crate docs' driving contract
-/// (rule 6) tells the driver to forget a transport once `Io::close` is called for it —
-/// and every later I/O call does return `DriverError::Closed` — yet only a connect
-/// outcome (`handle_connect_failed` / `handle_connected`) removes it: a driver following
-/// the contract leaks the transport, and its requester never hears `request_completed`.
-/// This pins today's behaviour; the owner decides the fix (refuse `handle_error` while
-/// connecting, or treat it as the connect failing).
+/// `handle_error` on a transport still waiting for its connect outcome used to close its
+/// socket but leave it in the loop, so a driver following the contract (forget a transport
+/// once `Io::close` is called) leaked it and the requester never heard back. An error
+/// before the connect outcome is now the connect failing.
 #[test]
-fn handle_error_while_connecting_closes_the_socket_but_keeps_the_transport() {
+fn handle_error_while_connecting_is_the_connect_failing() {
     let now = super::base_instant();
     let mut reg = Registry::new(now);
     let mut io = Closes::default();
@@ -114,10 +93,7 @@ fn handle_error_while_connecting_closes_the_socket_but_keeps_the_transport() {
     assert!(reg.poll_request().is_some());
     let err = ConnectionError::from(ErrorKind::ConnectionRefused);
     assert_eq!(reg.handle_error(h.handle(), err, now, &mut io), Ok(()));
-    assert_eq!(io.0, 1, "Io::close was called: rule 6 says forget the transport");
-    assert_eq!(reg.on_writable(h.handle(), now, &mut io), Err(DriverError::Closed));
-    assert_eq!(reg.len(), 1, "yet it stays in the loop, waiting for a connect outcome");
-    let refused = ConnectionError::from(ErrorKind::ConnectionRefused);
-    assert_eq!(reg.handle_connect_failed(h, refused, now, &mut io), Ok(()));
-    assert!(reg.is_empty());
+    assert_eq!(io.0, 0, "as handle_connect_failed: the driver closes its own socket");
+    assert!(reg.is_empty(), "the transport is gone");
+    assert_eq!(reg.on_writable(h.handle(), now, &mut io), Err(DriverError::StaleHandle));
 }

@@ -306,7 +306,8 @@ impl Registry {
     }
 
     /// An error observed outside `Io` calls (`EPOLLERR`, a failed completion). For a
-    /// stream it is fatal: `connection_lost(Some(err))` follows. For a datagram endpoint it
+    /// stream it is fatal: `connection_lost(Some(err))` follows; for a transport still
+    /// connecting it is the connect failing (as [`handle_connect_failed`](Self::handle_connect_failed)). For a datagram endpoint it
     /// is not (a pending ICMP error, say): `error_received(err)` follows.
     ///
     /// # Errors
@@ -319,6 +320,11 @@ impl Registry {
         now: Instant,
         io: &mut dyn Io,
     ) -> Result<(), DriverError> {
+        if self.core.entry(h).is_ok_and(|e| e.is_connecting()) {
+            // An error before the connect outcome is the connect failing: the driver
+            // closes its own socket and the asking protocol hears `request_completed`.
+            return self.handle_connect_failed(StreamHandle::from_handle(h), err, now, io);
+        }
         self.drive_any(h, now, io, |t, io, pool| match t {
             Transport::Stream(t) => t.handle_error(err, io, pool),
             Transport::Datagram(t) => t.handle_error_received(err),

@@ -251,6 +251,11 @@ impl Run {
                 let h = k.as_ref().map_or(NOWHERE, |k| k.h);
                 let err = ConnectionError::from(ErrorKind::BrokenPipe);
                 let closed = self.closed(&k);
+                if k.as_ref().is_some_and(|k| k.connecting) {
+                    // An error before the connect outcome is the connect failing.
+                    self.pending.retain(|p| p.handle() != h);
+                    self.update(h, |k| (k.stale, k.connect_failed) = (true, true));
+                }
                 let r = self.reg.handle_error(h, err, now, &mut io);
                 self.expect("handle_error", &k, closed, r, Ok(()));
             }
