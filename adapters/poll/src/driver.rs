@@ -103,14 +103,12 @@ impl Loop {
         }
         if self.registry.poll_timeout().is_some_and(|t| t <= now) {
             self.registry.handle_timeout(now, &mut self.io);
+            self.after_registry(now);
         }
         for _ in 0..waiting {
             let Some(h) = self.ready.pop_front() else { break };
             self.serve(h, now);
         }
-        // Once per iteration, not per connection: what changed goes to the ready list (and
-        // is served after the next, non-blocking, wait), connects start, errors go out.
-        self.after_registry(now);
         Ok(())
     }
 
@@ -144,7 +142,7 @@ impl Loop {
         if writable && interest.write {
             let r = self.registry.on_writable(h, now, &mut self.io);
             self.report_driver(h, r);
-            let Ok(i) = self.registry.interest(h) else { return };
+            let Ok(i) = self.registry.interest(h) else { return self.after_registry(now) };
             interest = i;
         }
         if readable && interest.read {
@@ -168,6 +166,7 @@ impl Loop {
                 self.report_driver(h, r);
             }
         }
+        self.after_registry(now);
     }
 
     /// Reads while the cache says readable and the transport wants to, at most
