@@ -1,10 +1,6 @@
 //! Replays every committed fuzz input through the same functions the fuzz targets call,
 //! under plain `cargo test` on stable: `fuzz/corpus/<target>/*` (the minimised corpus)
 //! and `fuzz/regressions/<target>/*` (inputs that once found a bug, named after it).
-//!
-//! Inputs of bugs still open live in `fuzz/regressions/open/<target>/` and are replayed by
-//! the ignored test `open_bugs_still_reproduce` (run it with `--ignored`); move them up
-//! one level when the bug is fixed.
 
 use std::path::{Path, PathBuf};
 
@@ -69,24 +65,5 @@ mod corpus {
 fn regressions_replay_clean() {
     for &(name, target) in TARGETS {
         replay(name, target, &fuzz_dir().join("regressions").join(name));
-    }
-}
-
-#[test]
-#[ignore = "inputs of open bugs: they fail until the bug is fixed"]
-fn open_bugs_still_reproduce() {
-    // `limits` steps around its open bug so that fuzzing goes on; the strict variant
-    // does not.
-    let strict = TARGETS.iter().map(|&(name, target)| (name, target));
-    for (name, target) in strict {
-        for file in inputs(&fuzz_dir().join("regressions").join("open").join(name)) {
-            let data = std::fs::read(&file).unwrap();
-            let r = std::panic::catch_unwind(|| target(&data));
-            assert!(
-                r.is_err(),
-                "{} passes now: move it to fuzz/regressions/{name}/",
-                file.display()
-            );
-        }
     }
 }
