@@ -10,6 +10,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("stream_ops", aioport::fuzzing::stream_ops),
     ("buffered_stream_ops", aioport::fuzzing::buffered_stream_ops),
     ("registry_ops", aioport::fuzzing::registry_ops),
+    ("datagram_ops", aioport::fuzzing::datagram_ops),
     ("limits", aioport::fuzzing::limits),
     ("pair", aioport::fuzzing::pair),
 ];
@@ -58,7 +59,7 @@ macro_rules! corpus {
 
 mod corpus {
     use super::*;
-    corpus!(stream_ops, buffered_stream_ops, registry_ops, limits, pair);
+    corpus!(stream_ops, buffered_stream_ops, registry_ops, datagram_ops, limits, pair);
 }
 
 #[test]

@@ -2,12 +2,18 @@
 //! transmitted whole or dropped by `abort` — never silently lost, never duplicated — and
 //! pause/resume alternate (the harness checker asserts that after every step).
 //!
+//! The second property runs the datagram endpoint against the reference model
+//! (`aioport::testing::model::DatagramModel`) with the runner of the `datagram_ops` fuzz
+//! target.
+//!
 //! Seed and case count come from `AIOPORT_SEED` / `AIOPORT_CASES`, as in `properties.rs`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
+use aioport::fuzzing::check_datagram_against_model;
+use aioport::testing::model::{AddrArg, DatagramOp};
 use aioport::testing::{Sim, SimConfig};
 use aioport::{CallbackResult, Ctx, DatagramAddr, DatagramProtocol};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -155,6 +161,94 @@ fn every_datagram_sent_is_transmitted_whole_or_dropped_by_abort() {
         .rng(Gen::from_size_and_seed(100, seed))
         .tests(n)
         .quicktest(every_datagram_is_accounted_for as fn(Case) -> TestResult);
+    if let Err(f) = r {
+        panic!("failed with AIOPORT_SEED={seed}:\n{f:?}");
+    }
+}
+
+/// A random run of the datagram reference model's operations.
+#[derive(Clone, Debug)]
+struct ModelCase {
+    connected: bool,
+    ops: Vec<DatagramOp>,
+}
+
+fn arbitrary_op(g: &mut Gen) -> DatagramOp {
+    let size = |g: &mut Gen| match u8::arbitrary(g) % 4 {
+        0 => 0,
+        1 => usize::from(u8::arbitrary(g) % 16),
+        2 => usize::from(u16::arbitrary(g) % 2_000),
+        _ => usize::from(u16::arbitrary(g)),
+    };
+    let limit = |g: &mut Gen| match u8::arbitrary(g) % 4 {
+        0 => None,
+        1 => Some(usize::from(u8::arbitrary(g) % 64)),
+        _ => Some(usize::from(u16::arbitrary(g) % 20_000)),
+    };
+    let addr = |g: &mut Gen| *g.choose(&[AddrArg::None, AddrArg::Remote, AddrArg::Other]).unwrap();
+    match u8::arbitrary(g) % 20 {
+        0..=4 => DatagramOp::SendTo(size(g), addr(g)),
+        5 => DatagramOp::Close,
+        6 => DatagramOp::Abort,
+        7 => DatagramOp::PauseReading,
+        8 => DatagramOp::ResumeReading,
+        9 => DatagramOp::SetLimits(limit(g), limit(g)),
+        10 => DatagramOp::SetHardLimit(limit(g)),
+        11 => DatagramOp::SwapProtocol,
+        12 => DatagramOp::Grant(usize::from(u8::arbitrary(g) % 8)),
+        13 => DatagramOp::FailNextSend,
+        14 => DatagramOp::Writable,
+        15 => DatagramOp::PeerSend(size(g)),
+        16 => *g.choose(&[DatagramOp::PeerError, DatagramOp::PeerOversized]).unwrap(),
+        17 => DatagramOp::Readable,
+        18 => DatagramOp::Received(size(g)),
+        _ => DatagramOp::DriverError,
+    }
+}
+
+impl Arbitrary for ModelCase {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let n = usize::arbitrary(g) % 80;
+        // Close and abort end a run early; keep them rarer than the rest.
+        let mut ops = Vec::with_capacity(n);
+        for _ in 0..n {
+            let op = arbitrary_op(g);
+            if !matches!(op, DatagramOp::Close | DatagramOp::Abort) || u8::arbitrary(g) % 4 == 0 {
+                ops.push(op);
+            }
+        }
+        ModelCase { connected: bool::arbitrary(g), ops }
+    }
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        // Halves first, then one operation fewer at each position.
+        let (connected, ops) = (self.connected, self.ops.clone());
+        let n = ops.len();
+        let halves = [ops[..n / 2].to_vec(), ops[n / 2..].to_vec()];
+        let singles = (0..n).map(move |i| [&ops[..i], &ops[i + 1..]].concat());
+        let smaller = halves.into_iter().filter(move |h| n > 1 && h.len() < n).chain(singles);
+        Box::new(smaller.map(move |ops| ModelCase { connected, ops }))
+    }
+}
+
+fn implementation_matches_model(case: ModelCase) -> TestResult {
+    match check_datagram_against_model(case.connected, &case.ops) {
+        Ok(()) => TestResult::passed(),
+        Err(e) => TestResult::error(e),
+    }
+}
+
+/// The datagram endpoint against the reference model: callbacks, `sendto` results, state,
+/// what the socket took — and every accepted datagram transmitted, reported through
+/// `error_received`, dropped by `abort` or still queued, exactly once (the same runner as
+/// the `datagram_ops` fuzz target).
+#[test]
+fn datagram_endpoint_matches_the_reference_model() {
+    let seed = std::env::var("AIOPORT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126);
+    let n = std::env::var("AIOPORT_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
+    let r = QuickCheck::new()
+        .rng(Gen::from_size_and_seed(100, seed))
+        .tests(n)
+        .quicktest(implementation_matches_model as fn(ModelCase) -> TestResult);
     if let Err(f) = r {
         panic!("failed with AIOPORT_SEED={seed}:\n{f:?}");
     }

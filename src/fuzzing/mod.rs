@@ -26,17 +26,14 @@
 //! | [`registry_ops`] | several transports (sockets, pipes, connecting, served) in one registry; protocols that write / close / abort / pause / resume / swap protocols on *other* handles from inside their callbacks, closures, timers; stale handles; driver misuse; a lying `Io` | the transcript grammar, no nesting, `Io::close` once, stale ⇔ removed, typed errors, `DriverError` for misuse with no effect, `poll_io` / `poll_timeout` contracts (see [`registry_ops`]) |
 //! | [`limits`] | [`WriteBufferLimits`](crate::WriteBufferLimits) and [`FlowControl`](crate::FlowControl): limits, sizes at the marks, external pending bytes up to `usize::MAX`, hard limits, swaps, freezing | a tiny model written differently (the history of states since the view changed) |
 //! | [`pair`] | two protocols streaming to each other over [`Sim`](crate::testing::Sim) links with decoded faults (partial sends and reads, refusals, latency, small buffers, stalls) and a decoded schedule (abort, close, reset, early `write_eof`, read pauses, limit changes) | the harness's invariant checker after every step; bytes delivered == bytes written (a prefix after a fault); one `connection_lost` each |
+//! | [`datagram_ops`] | one datagram endpoint (connected or not) over a socket that accepts a granted number of datagrams, fails a send on demand, and holds the peer's datagrams, receive errors and oversized datagrams; completion-style delivery and `EPOLLERR` | the datagram reference model ([`DatagramModel`](crate::testing::model::DatagramModel)): callbacks, `sendto` results, state, user-face queries and the datagrams the socket took (whole, in order, to the right address) after every step; quiescence; every accepted datagram transmitted, reported, dropped by `abort` or queued — exactly once |
 //!
-//! `datagram_ops` and `subprocess_ops` come with the datagram and subprocess transports.
-//! The layout is ready for them: each gets a file (or folder) here with its own opcode
-//! table (`DATAGRAM_OPS`, `SUBPROCESS_OPS`) decoded by the shared [`Input`] (same version
-//! byte, same operand classes), a target function, a one-line `fuzz/fuzz_targets/` file
-//! and a line in `tests/corpus_replay.rs`. Their transports also join `registry_ops`: the
-//! world's `Kind` (`registry/world.rs`) grows `Datagram` / `Subprocess`, `insert` takes
-//! the new kinds, and new opcodes (`since: 2`, with [`FORMAT_VERSION`] bumped to 2) add
-//! their calls (`sendto`, `error_received`, `send_signal`, pipe callbacks, …) — so cross-
-//! kind calls and stale typed handles are fuzzed in one loop, and today's corpus keeps
-//! its meaning.
+//! `subprocess_ops` comes with the subprocess transport: its own opcode table
+//! (`SUBPROCESS_OPS`) decoded by the shared [`Input`], a target function, a one-line
+//! `fuzz/fuzz_targets/` file and a line in `tests/corpus_replay.rs`. Datagram endpoints
+//! (and later subprocesses) are not yet kinds of `registry_ops`' world: adding them means
+//! growing its `Kind` (`registry/world.rs`) and new opcodes (`since: 2`, with
+//! [`FORMAT_VERSION`] bumped to 2) for their calls — so today's corpus keeps its meaning.
 //!
 //! # The input format
 //!
@@ -87,6 +84,34 @@
 //! | `0x84` | peer_send | size | the peer sends (a buffered run: at most 4096) |
 //! | `0xC0` | set_write_buffer_limits | limit, limit | `Ctx::set_write_buffer_limits(high, low)` |
 //! | `0xC1` | buffer_sizes | `L` bytes | buffered run: the sizes `get_buffer` returns in turn (`1..=64`, steps of 64 B / 1 KiB, or 256 KiB) |
+//!
+//! ## `datagram_ops` ([`DATAGRAM_OPS`])
+//!
+//! After the version byte, one header byte: bit 0 makes the endpoint connected (to
+//! `127.0.0.1:9`; the "other" address is port 10). Then:
+//!
+//! | code | name | operand | operation |
+//! |---|---|---|---|
+//! | `0x00` | close | | `Ctx::close` |
+//! | `0x01` | abort | | `Ctx::abort` |
+//! | `0x02` | pause_reading | | `Ctx::pause_reading` |
+//! | `0x03` | resume_reading | | `Ctx::resume_reading` |
+//! | `0x04` | set_protocol | | `Ctx::set_datagram_protocol`, a fresh recorder |
+//! | `0x05` | writable | | `Registry::on_writable` (with or without write interest) |
+//! | `0x06` | readable | | `Registry::on_readable` (one `Io::try_recv_from`) |
+//! | `0x07` | fail_next_send | | the socket's next send fails with `ConnectionRefused` |
+//! | `0x08` | peer_error | | the socket's next receive fails with `ConnectionRefused` |
+//! | `0x09` | peer_oversized | | the next receive is truncated |
+//! | `0x0A` | driver_error | | `Registry::handle_error` (`EPOLLERR`): `error_received` |
+//! | `0x0B` | no_hard_limit | | `Ctx::set_write_buffer_hard_limit(None)` |
+//! | `0x40` | grant | n | the socket accepts `n % 16` more datagrams |
+//! | `0x80` | sendto_none | size | `Ctx::sendto(data, None)` |
+//! | `0x81` | sendto_remote | size | `Ctx::sendto(data, Some(peer))` |
+//! | `0x82` | sendto_other | size | `Ctx::sendto(data, Some(other))` |
+//! | `0x83` | peer_send | size | a datagram from the peer reaches the socket |
+//! | `0x84` | received | size | `Registry::handle_datagram` (completion-based delivery) |
+//! | `0x85` | hard_limit | size | `Ctx::set_write_buffer_hard_limit(Some(size))` |
+//! | `0xC0` | set_write_buffer_limits | limit, limit | `Ctx::set_write_buffer_limits(high, low)` |
 //!
 //! ## `registry_ops` ([`REGISTRY_OPS`])
 //!
@@ -218,6 +243,8 @@
 //! | `Io::try_send`: accepts all / some / none (`WouldBlock`), `ConnectionReset`, `BrokenPipe` (peer gone), more than offered | `stream_ops`, `registry_ops` (`lie_send`), `pair` |
 //! | `Io::try_recv`: data, `WouldBlock`, EOF, `ConnectionReset`, more than the buffer | `stream_ops`, `registry_ops` (`lie_recv`), `pair` |
 //! | `Io::shutdown_write`, `Io::close` | every target (counted: at most once / exactly once) |
+//! | `Ctx::sendto`, `set_datagram_protocol`, `datagram`; the flow and reading calls on a `DatagramHandle`; `Registry::insert_datagram`, `handle_datagram`, `datagram`, and `on_readable` / `on_writable` / `handle_error` on an endpoint | `datagram_ops` |
+//! | `Io::try_send_to`: sent, `WouldBlock`, `ConnectionRefused`; `Io::try_recv_from`: a datagram, `WouldBlock`, `ConnectionRefused`, truncated | `datagram_ops` |
 //!
 //! Not reached: the standalone pipe wrappers `ReadPipeTransport` / `WritePipeTransport`
 //! (the registry drives pipes as `StreamTransport`s of those kinds), and `Io` answering
@@ -301,6 +328,7 @@
 //! the pair yourself on [`Sim`](crate::testing::Sim) with a [`SimConfig`](crate::testing::SimConfig)
 //! from [`sim_config`], as [`pair`] does.
 
+mod datagram;
 mod decode;
 mod limits;
 mod pair;
@@ -312,6 +340,7 @@ mod tests;
 use std::sync::{Once, OnceLock};
 use std::time::Instant;
 
+pub use datagram::{DATAGRAM_OPS, check_datagram_against_model, datagram_ops, describe_datagram};
 pub use decode::{FORMAT_VERSION, Input, Op, OpSpec};
 pub use limits::{LIMITS_OPS, limits};
 pub use pair::{PAIR_OPS, PEER_OPS, PeerRun, drive_peer, pair, sim_config};

@@ -97,3 +97,21 @@ fn handle_error_while_connecting_is_the_connect_failing() {
     assert!(reg.is_empty(), "the transport is gone");
     assert_eq!(reg.on_writable(h.handle(), now, &mut io), Err(DriverError::StaleHandle));
 }
+
+/// The `datagram_ops` format: version, header (bit 0: connected), then ops from
+/// `DATAGRAM_OPS`; an unknown opcode is stepped over with its operand.
+#[test]
+fn datagram_ops_decodes_the_documented_format() {
+    let input = [1, 1, 0x40, 4, 0x80, 10, 0x40, 0x4F, 7, 0x83, 3, 0, 0x06];
+    assert_eq!(
+        super::describe_datagram(&input),
+        [
+            "connected: true",
+            "grant [04]",
+            "sendto_none [0a, 40]",
+            "peer_send [03, 00]",
+            "readable []"
+        ]
+    );
+    super::datagram_ops(&input);
+}

@@ -1,3 +1,5 @@
+//! Reference models: [`StreamModel`] here, [`DatagramModel`] for datagram endpoints.
+//!
 //! A reference model of one stream transport's documented semantics (asyncio's, with
 //! DESIGN.md §5's decisions), small and obviously correct, and sharing no code with the
 //! implementation: property tests and fuzz targets run the same operations on both and
@@ -9,6 +11,11 @@
 //! operation the loop dispatches until quiescent, and the model returns the callbacks that
 //! produced, in order.
 
+mod datagram;
+
+pub use self::datagram::{
+    AddrArg, DatagramEvent, DatagramModel, DatagramOp, DatagramOutcome, DatagramState, Sent,
+};
 use super::Event;
 use crate::{ConnectionError, HandleError, WriteError};
 
@@ -80,17 +87,88 @@ pub struct ModelState {
     pub closed: bool,
 }
 
-/// The reference model. See the module docs.
+/// The flow-control rule both models state: strictly above high pauses, at most low
+/// resumes; the protocol's view kept apart from the state, with a pause it was not told
+/// about while it believed it could write owed as a whole episode.
 #[derive(Debug, Clone)]
-pub struct StreamModel {
+struct FlowRule {
     high: usize,
     low: usize,
-    // Flow control: the state, what the protocol was told, and whether a pause happened
-    // that it was not told about while it believed it could write.
     paused: bool,
     told_paused: bool,
     owed_pause: bool,
     frozen: bool,
+}
+
+impl FlowRule {
+    fn new() -> Self {
+        FlowRule {
+            high: 64 * 1024,
+            low: 16 * 1024,
+            paused: false,
+            told_paused: false,
+            owed_pause: false,
+            frozen: false,
+        }
+    }
+
+    /// asyncio's derivation; refused (no change) when high < low.
+    fn set_limits(&mut self, high: Option<usize>, low: Option<usize>, queued: usize) {
+        let (h, l) = match (high, low) {
+            (None, None) => (64 * 1024, 16 * 1024),
+            (Some(h), None) => (h, h / 4),
+            (None, Some(l)) => (l.saturating_mul(4), l),
+            (Some(h), Some(l)) => (h, l),
+        };
+        if h >= l {
+            (self.high, self.low) = (h, l);
+            self.edges(queued);
+        }
+    }
+
+    fn edges(&mut self, queued: usize) {
+        if self.frozen {
+            return;
+        }
+        if !self.paused && queued > self.high {
+            self.paused = true;
+            if !self.told_paused {
+                self.owed_pause = true;
+            }
+        } else if self.paused && queued <= self.low {
+            self.paused = false;
+        }
+    }
+
+    /// A new protocol knows nothing: if paused, it is told first.
+    fn reset_view(&mut self) {
+        self.told_paused = false;
+        self.owed_pause = false;
+    }
+
+    /// The next `pause_writing` / `resume_writing` the protocol is owed.
+    fn next_edge(&mut self) -> Option<Event> {
+        if self.told_paused != self.paused {
+            self.told_paused = self.paused;
+            if self.paused {
+                self.owed_pause = false;
+            }
+            Some(if self.paused { Event::Pause } else { Event::Resume })
+        } else if self.owed_pause {
+            // A whole episode happened unseen: the pause, then (next turn) the resume.
+            self.owed_pause = false;
+            self.told_paused = true;
+            Some(Event::Pause)
+        } else {
+            None
+        }
+    }
+}
+
+/// The reference model. See the module docs.
+#[derive(Debug, Clone)]
+pub struct StreamModel {
+    flow: FlowRule,
     queued: usize,
     budget: usize,
     sent: u64,
@@ -117,12 +195,7 @@ impl StreamModel {
     /// model's first outcome), over a socket with no budget.
     pub fn new() -> (Self, ModelOutcome) {
         let m = StreamModel {
-            high: 64 * 1024,
-            low: 16 * 1024,
-            paused: false,
-            told_paused: false,
-            owed_pause: false,
-            frozen: false,
+            flow: FlowRule::new(),
             queued: 0,
             budget: 0,
             sent: 0,
@@ -168,21 +241,9 @@ impl StreamModel {
             ModelOp::PauseReading if !self.gone && !self.closing() => self.read_paused = true,
             ModelOp::ResumeReading if !self.gone && !self.closing() => self.read_paused = false,
             ModelOp::SetLimits(high, low) if !self.gone => {
-                let (h, l) = match (high, low) {
-                    (None, None) => (64 * 1024, 16 * 1024),
-                    (Some(h), None) => (h, h / 4),
-                    (None, Some(l)) => (l.saturating_mul(4), l),
-                    (Some(h), Some(l)) => (h, l),
-                };
-                if h >= l {
-                    (self.high, self.low) = (h, l);
-                    self.edges();
-                }
+                self.flow.set_limits(high, low, self.queued);
             }
-            ModelOp::SwapProtocol if !self.gone => {
-                self.told_paused = false;
-                self.owed_pause = false;
-            }
+            ModelOp::SwapProtocol if !self.gone => self.flow.reset_view(),
             ModelOp::Grant(n) => self.budget += n,
             ModelOp::Writable if !self.gone && !self.lost && self.queued > 0 => self.flush(),
             ModelOp::PeerSend(n) => self.peer_bytes += n,
@@ -207,7 +268,7 @@ impl StreamModel {
         ModelState {
             write_buffer_size: if self.gone { 0 } else { self.queued },
             is_closing: self.gone || self.closing(),
-            is_writing_paused: !self.gone && self.paused,
+            is_writing_paused: !self.gone && self.flow.paused,
             wants_read: !self.gone && self.wants_read(),
             wants_write: !self.gone && !self.lost && self.queued > 0,
             sent: self.sent,
@@ -291,26 +352,15 @@ impl StreamModel {
         }
     }
 
-    /// The pause/resume rule: strictly above high pauses, at most low resumes.
     fn edges(&mut self) {
-        if self.frozen {
-            return;
-        }
-        if !self.paused && self.queued > self.high {
-            self.paused = true;
-            if !self.told_paused {
-                self.owed_pause = true;
-            }
-        } else if self.paused && self.queued <= self.low {
-            self.paused = false;
-        }
+        self.flow.edges(self.queued);
     }
 
     fn lose(&mut self, reason: Option<ConnectionError>) {
         if self.lost {
             return;
         }
-        self.frozen = true;
+        self.flow.frozen = true;
         self.queued = 0;
         self.lost = true;
         self.lost_reason = reason;
@@ -321,17 +371,8 @@ impl StreamModel {
     /// connection_lost.
     fn deliver(&mut self, events: &mut Vec<Event>) {
         loop {
-            if self.told_paused != self.paused {
-                self.told_paused = self.paused;
-                if self.paused {
-                    self.owed_pause = false;
-                }
-                events.push(if self.paused { Event::Pause } else { Event::Resume });
-            } else if self.owed_pause {
-                // A whole episode happened unseen: the pause, then (next turn) the resume.
-                self.owed_pause = false;
-                self.told_paused = true;
-                events.push(Event::Pause);
+            if let Some(edge) = self.flow.next_edge() {
+                events.push(edge);
             } else if self.eof_pending && !self.closing() && !self.read_paused {
                 self.eof_pending = false;
                 events.push(Event::Eof);
