@@ -152,6 +152,10 @@ impl Io for DatagramIo {
         match self.arrivals.pop_front() {
             None => Err(ErrorKind::WouldBlock.into()),
             Some(Arrival::Error) => Err(ErrorKind::ConnectionRefused.into()),
+            Some(Arrival::Datagram(_, len)) if len > buf.len() => {
+                buf.fill(0xAA);
+                Ok(RecvMeta { len: buf.len(), addr: Some(REMOTE.into()), truncated: true })
+            }
             Some(Arrival::Oversized) => {
                 buf.fill(0xAA);
                 Ok(RecvMeta { len: buf.len(), addr: Some(REMOTE.into()), truncated: true })

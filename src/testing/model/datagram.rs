@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 
-use super::{Event, FlowRule};
+use super::{Event, FlowRule, MODEL_READ_SIZE};
 use crate::WriteError;
 
 /// Bytes each queued datagram counts on top of its payload.
@@ -389,9 +389,14 @@ impl DatagramModel {
     /// (never delivered cut) becomes `error_received`.
     fn receive(&mut self, events: &mut Vec<DatagramEvent>) {
         match self.arrivals.pop_front() {
-            Some(Arrival::Datagram { id, len }) => events.push(DatagramEvent::Datagram { id, len }),
+            Some(Arrival::Datagram { id, len }) if len <= MODEL_READ_SIZE => {
+                events.push(DatagramEvent::Datagram { id, len });
+            }
+            // Larger than the loop's receive buffer: truncated, so reported.
+            Some(Arrival::Datagram { .. } | Arrival::Oversized) => {
+                self.errors.push_back(ErrorKind::InvalidData);
+            }
             Some(Arrival::Error) => self.errors.push_back(ErrorKind::ConnectionRefused),
-            Some(Arrival::Oversized) => self.errors.push_back(ErrorKind::InvalidData),
             None => {}
         }
     }
