@@ -88,6 +88,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod error;
 mod event_loop;
@@ -96,6 +97,7 @@ mod server;
 mod sockets;
 mod sys;
 
+pub use datagram::{DatagramEndpoint, DatagramOptions};
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
