@@ -254,7 +254,11 @@ impl DatagramSockets {
         loop {
             match rustix::net::recvfrom(c.sock.fd(), &mut *buf, RecvFlags::TRUNC) {
                 Ok((len, full, from)) => {
-                    let addr = from.and_then(datagram_addr);
+                    // Linux reports no address for an unnamed Unix sender.
+                    let addr = match (from.and_then(datagram_addr), &c.sock) {
+                        (None, Sock::Unix(_)) => Some(DatagramAddr::Unix(None)),
+                        (addr, _) => addr,
+                    };
                     return Ok(RecvMeta { len, addr, truncated: full > len });
                 }
                 Err(rustix::io::Errno::INTR) => {}
@@ -299,7 +303,7 @@ fn datagram_addr(a: SocketAddrAny) -> Option<DatagramAddr> {
             let path = if let Some(p) = u.path_bytes() {
                 Some(PathBuf::from(OsStr::from_bytes(p)))
             } else {
-                u.abstract_name().map(|name| {
+                u.abstract_name().filter(|name| !name.is_empty()).map(|name| {
                     let mut bytes = Vec::with_capacity(name.len() + 1);
                     bytes.push(0);
                     bytes.extend_from_slice(name);
