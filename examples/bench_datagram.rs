@@ -101,7 +101,11 @@ fn std_server() -> Server {
                 Ok((n, from)) => {
                     sock.send_to(&buf[..n], from).expect("send_to");
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => panic!("recv_from: {e}"),
             }
         }

@@ -68,7 +68,8 @@ struct Client {
 /// cycle through empty, tiny, typical and near-MTU.
 fn datagram(id: u32, seq: u32) -> Vec<u8> {
     let len = [0, 8, 64, 512, 1_400][(seq % 5) as usize];
-    let mut d: Vec<u8> = (0..len).map(|i| (i as u32 ^ seq.wrapping_mul(2_654_435_761)) as u8).collect();
+    let mut d: Vec<u8> =
+        (0..len).map(|i| (i as u32 ^ seq.wrapping_mul(2_654_435_761)) as u8).collect();
     if len >= 8 {
         d[..4].copy_from_slice(&id.to_be_bytes());
         d[4..8].copy_from_slice(&seq.to_be_bytes());

@@ -6,9 +6,7 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::rc::Rc;
 
-use aioport::{
-    CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramProtocol, WriteError,
-};
+use aioport::{CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramProtocol, WriteError};
 
 use crate::driver::{Bind, Bound, Driver, Family};
 
@@ -120,8 +118,7 @@ impl DgClient {
     }
 
     fn fill(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        while self.next < self.sizes.len()
-            && self.outstanding.values().sum::<usize>() < self.window
+        while self.next < self.sizes.len() && self.outstanding.values().sum::<usize>() < self.window
         {
             let p = payload(self.next, self.sizes[self.next]);
             ctx.sendto(ctx.datagram(), &p, None)?;
@@ -215,8 +212,7 @@ fn assert_no_errors<D: Driver>(d: &mut D) {
 /// reply is a datagram that was sent, whole; the client closes when all are back, then the
 /// server is closed: both see `connection_lost(None)` last.
 fn echo_over<D: Driver>(d: &mut D, family: Family, scenario: &str) {
-    let Some((server, server_seen)) = echo_server(d, scenario, Bind::Loopback(family), None)
-    else {
+    let Some((server, server_seen)) = echo_server(d, scenario, Bind::Loopback(family), None) else {
         return;
     };
     let sizes: Vec<usize> = (0..200).map(|i| [0, 1, 64, 512, 1400, 8000][i % 6]).collect();

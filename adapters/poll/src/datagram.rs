@@ -424,7 +424,9 @@ fn bind(fd: &OwnedFd, fam: Family, local: Option<&DatagramAddr>) -> io::Result<(
     match local {
         None => Ok(()),
         Some(DatagramAddr::Inet(a)) => Ok(rustix::net::bind(fd, a)?),
-        Some(DatagramAddr::Unix(None)) => Ok(rustix::net::bind(fd, &SocketAddrUnix::new_unnamed())?),
+        Some(DatagramAddr::Unix(None)) => {
+            Ok(rustix::net::bind(fd, &SocketAddrUnix::new_unnamed())?)
+        }
         Some(DatagramAddr::Unix(Some(p))) => {
             debug_assert_eq!(fam, Family::Unix);
             if p.as_os_str().as_bytes().first() != Some(&0)

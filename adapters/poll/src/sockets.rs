@@ -285,7 +285,11 @@ impl Io for Sockets {
         self.dgram.send_to(h, data, addr)
     }
 
-    fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<aioport::datagram::RecvMeta> {
+    fn try_recv_from(
+        &mut self,
+        h: Handle,
+        buf: &mut [u8],
+    ) -> io::Result<aioport::datagram::RecvMeta> {
         self.dgram.recv_from(h, buf)
     }
 }

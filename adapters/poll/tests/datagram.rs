@@ -270,9 +270,7 @@ fn icmp_error_reaches_a_transport_that_is_not_reading() {
         DatagramAddr::Inet(s.local_addr().unwrap())
     };
     let (p, seen) = recorder(false);
-    let ep = lp
-        .create_datagram_endpoint(p, Some(v4(0)), Some(closed), Default::default())
-        .unwrap();
+    let ep = lp.create_datagram_endpoint(p, Some(v4(0)), Some(closed), Default::default()).unwrap();
     lp.with(|ctx| {
         ctx.pause_reading(ep.handle()).unwrap();
         ctx.sendto(ep.handle(), b"x", None).unwrap();
@@ -290,7 +288,12 @@ fn extra_has_sockname_peername_and_fd() {
         .unwrap();
     let to = server.local_addr().clone();
     let c = lp
-        .create_datagram_endpoint(recorder(false).0, Some(v4(0)), Some(to.clone()), Default::default())
+        .create_datagram_endpoint(
+            recorder(false).0,
+            Some(v4(0)),
+            Some(to.clone()),
+            Default::default(),
+        )
         .unwrap();
     let extra = lp.with(|ctx| ctx.extra(c.handle()).cloned()).unwrap();
     assert_eq!(extra.sockname.map(DatagramAddr::Inet).as_ref(), Some(c.local_addr()));
