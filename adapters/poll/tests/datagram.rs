@@ -23,6 +23,8 @@ struct Seen {
     datagrams: Vec<(Vec<u8>, Option<DatagramAddr>)>,
     errors: Vec<ConnectionError>,
     lost: Option<Option<ConnectionError>>,
+    /// "pause" / "resume", in order.
+    flow: Vec<&'static str>,
 }
 
 type Shared = Rc<RefCell<Seen>>;
@@ -48,6 +50,14 @@ impl DatagramProtocol for Recorder {
     }
     fn error_received(&mut self, _: &mut Ctx<'_>, err: ConnectionError) -> CallbackResult {
         self.seen.borrow_mut().errors.push(err);
+        Ok(())
+    }
+    fn pause_writing(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
+        self.seen.borrow_mut().flow.push("pause");
+        Ok(())
+    }
+    fn resume_writing(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
+        self.seen.borrow_mut().flow.push("resume");
         Ok(())
     }
     fn connection_lost(&mut self, _: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
@@ -299,4 +309,52 @@ fn extra_has_sockname_peername_and_fd() {
     assert_eq!(extra.sockname.map(DatagramAddr::Inet).as_ref(), Some(c.local_addr()));
     assert_eq!(extra.peername.map(DatagramAddr::Inet), Some(to));
     assert!(extra.fd.is_some());
+}
+
+#[test]
+fn unix_receiver_not_reading_makes_the_sender_queue_pause_and_flush_in_order() {
+    // A Unix datagram sender blocks (EAGAIN) once the receiver's queue is full: the
+    // transport queues whole datagrams, pauses above high water, and drains on the
+    // writable edges that follow the receiver's reads; close() then flushes the rest
+    // before connection_lost(None). Unix datagrams are reliable and ordered, so every
+    // one must arrive, in order.
+    const N: usize = 2_000;
+    let path = TempPath::new("flow");
+    let mut lp = Loop::new().unwrap();
+    let (server, server_seen) = recorder(false);
+    let s = lp
+        .create_datagram_endpoint(server, Some(path.addr()), None, Default::default())
+        .unwrap();
+    lp.with(|ctx| ctx.pause_reading(s.handle())).unwrap();
+    let (client, seen) = recorder(false);
+    let local = Some(DatagramAddr::Unix(None));
+    let c = lp.create_datagram_endpoint(client, local, Some(path.addr()), Default::default());
+    let c = c.unwrap();
+    let payload = |i: usize| -> Vec<u8> {
+        let mut d = vec![(i % 251) as u8; 1_000];
+        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        d
+    };
+    let queued = lp.with(|ctx| {
+        for i in 0..N {
+            ctx.sendto(c.handle(), &payload(i), None).unwrap();
+        }
+        ctx.close(c.handle()).unwrap();
+        ctx.write_buffer_size(c.handle()).unwrap()
+    });
+    assert!(queued > 64 * 1024, "the receiver's queue filled: {queued} bytes queued");
+    assert_eq!(seen.borrow().flow, vec!["pause"]);
+    assert_eq!(seen.borrow().lost, None, "close waits for the queue to drain");
+    // Nothing moves while the receiver does not read.
+    lp.run_until_timeout(|| false, Duration::from_millis(50)).unwrap_err();
+    assert_eq!(seen.borrow().lost, None);
+
+    lp.with(|ctx| ctx.resume_reading(s.handle())).unwrap();
+    lp.run_until_timeout(|| seen.borrow().lost.is_some(), LIMIT).unwrap();
+    lp.run_until_timeout(|| server_seen.borrow().datagrams.len() == N, LIMIT).unwrap();
+    let got = &server_seen.borrow().datagrams;
+    assert!(got.iter().enumerate().all(|(i, (d, _))| *d == payload(i)), "all, whole, in order");
+    assert_eq!(seen.borrow().flow, vec!["pause", "resume"]);
+    assert_eq!(seen.borrow().lost, Some(None));
+    assert!(seen.borrow().errors.is_empty(), "{:?}", seen.borrow().errors);
 }
