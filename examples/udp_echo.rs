@@ -183,10 +183,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         })
         .collect::<Result<_, _>>()?;
     let all_done = || reports.iter().all(|r| r.borrow().done || r.borrow().wrong.is_some());
-    lp.run_until_timeout(all_done, Duration::from_secs(30))?;
+    // On a timeout the report below says which client misses which replies.
+    let mut failed = match lp.run_until_timeout(all_done, Duration::from_secs(30)) {
+        Ok(()) => false,
+        Err(aioport_poll::Error::TimedOut) => {
+            eprintln!("timed out after 30 s waiting for replies");
+            true
+        }
+        Err(e) => return Err(e.into()),
+    };
     let elapsed = start.elapsed();
 
-    let mut failed = false;
     for (id, r) in reports.iter().enumerate() {
         let r = r.borrow();
         if let Some(w) = &r.wrong {
