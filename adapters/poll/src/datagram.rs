@@ -374,7 +374,7 @@ fn open(
     )
     .map_err(|e| failed(e.into()))?;
     configure(&fd, options).map_err(failed)?;
-    bind(&fd, fam, local).map_err(failed)?;
+    bind(&fd, local).map_err(failed)?;
     if let Some(remote) = remote {
         match remote {
             DatagramAddr::Inet(a) => rustix::net::connect(&fd, a),
@@ -420,7 +420,7 @@ fn configure(fd: &OwnedFd, options: DatagramOptions) -> io::Result<()> {
 /// asyncio does; `Unix(None)` autobinds (the kernel picks an abstract name, so replies can
 /// reach the socket). No local address leaves a Unix socket unbound (it can send, but
 /// nobody can answer) and lets a UDP socket bind on its first send or connect.
-fn bind(fd: &OwnedFd, fam: Family, local: Option<&DatagramAddr>) -> io::Result<()> {
+fn bind(fd: &OwnedFd, local: Option<&DatagramAddr>) -> io::Result<()> {
     match local {
         None => Ok(()),
         Some(DatagramAddr::Inet(a)) => Ok(rustix::net::bind(fd, a)?),
@@ -428,7 +428,6 @@ fn bind(fd: &OwnedFd, fam: Family, local: Option<&DatagramAddr>) -> io::Result<(
             Ok(rustix::net::bind(fd, &SocketAddrUnix::new_unnamed())?)
         }
         Some(DatagramAddr::Unix(Some(p))) => {
-            debug_assert_eq!(fam, Family::Unix);
             if p.as_os_str().as_bytes().first() != Some(&0)
                 && std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
             {
