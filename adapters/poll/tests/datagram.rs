@@ -322,9 +322,8 @@ fn unix_receiver_not_reading_makes_the_sender_queue_pause_and_flush_in_order() {
     let path = TempPath::new("flow");
     let mut lp = Loop::new().unwrap();
     let (server, server_seen) = recorder(false);
-    let s = lp
-        .create_datagram_endpoint(server, Some(path.addr()), None, Default::default())
-        .unwrap();
+    let s =
+        lp.create_datagram_endpoint(server, Some(path.addr()), None, Default::default()).unwrap();
     lp.with(|ctx| ctx.pause_reading(s.handle())).unwrap();
     let (client, seen) = recorder(false);
     let local = Some(DatagramAddr::Unix(None));
