@@ -2,7 +2,10 @@
 //! driver (tokio, smol, …) and add one `conformance!` line in `main.rs`; the scenarios
 //! and protocols stay as they are.
 
-use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
+use aioport::{
+    ConnectionError, Ctx, DatagramAddr, DatagramHandle, DatagramProtocol, Endpoint, LoopError,
+    Protocol, StreamHandle,
+};
 
 /// Builds the protocol of each connection a listener accepts.
 pub type Factory = Box<dyn FnMut() -> Box<dyn Protocol>>;
@@ -59,4 +62,55 @@ pub trait Driver {
 
     /// Transports in the loop.
     fn transports(&self) -> usize;
+
+    /// Opens a datagram endpoint bound as `bind` says, connected to `remote` if given, with
+    /// `SO_RCVBUF` at least `recv_buffer` where the driver has sockets. `Err(why)` when
+    /// the driver cannot (the scenario prints `SKIPPED (why)`): the default says the
+    /// driver lacks datagrams; a driver also says so when the family is unavailable on
+    /// this host (IPv6). Other failures panic.
+    fn datagram_endpoint(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        bind: Bind,
+        remote: Option<DatagramAddr>,
+        recv_buffer: Option<usize>,
+    ) -> Result<Bound, String> {
+        let _ = (protocol, bind, remote, recv_buffer);
+        Err(format!("the {} driver has no datagram endpoints", Self::NAME))
+    }
+
+    /// A datagram address of `family` nobody is bound to (a closed port).
+    fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {
+        let _ = family;
+        panic!("the {} driver has no datagram endpoints", Self::NAME)
+    }
+}
+
+/// The address family of a datagram scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+    Unix,
+}
+
+/// Where a datagram endpoint binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// A fresh loopback address of the family: port 0 on 127.0.0.1 or ::1, a new path for
+    /// Unix.
+    Loopback(Family),
+    /// A Unix socket named by the system (Linux autobind), so replies reach a client
+    /// that chose no path.
+    Autobind,
+    /// This address.
+    At(DatagramAddr),
+}
+
+/// A datagram endpoint a driver opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub handle: DatagramHandle,
+    /// The bound address, as peers reach it.
+    pub addr: DatagramAddr,
 }

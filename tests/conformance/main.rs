@@ -6,12 +6,16 @@
 //!   pusher that checks every byte, a recorder, a client, an asker that connects from a
 //!   callback).
 //! * `scenarios.rs`: the scenarios, generic over the driver.
+//! * `datagram.rs`: the datagram protocols and scenarios (UDP over IPv4 and IPv6, Unix
+//!   datagram sockets), with their own `datagram_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
 //!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time.
 //!
 //! Adding a driver: implement `Driver` and add one `conformance!` line below. Every run is
 //! bounded (30 s of real time on sockets, a step budget in the simulation).
 
+#[macro_use]
+mod datagram;
 mod driver;
 mod poll;
 mod protocols;
@@ -85,3 +89,7 @@ macro_rules! conformance {
 conformance!(on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 conformance!(on_sim, crate::sim::Sim);
+
+datagram_conformance!(datagram_on_poll, crate::poll::Poll);
+#[cfg(feature = "testing")]
+datagram_conformance!(datagram_on_sim, crate::sim::Sim);

@@ -2,14 +2,18 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_poll::{Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport::{
+    ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
+    StreamHandle,
+};
+use aioport_poll::{DatagramOptions, Error, ErrorReport, Loop, Server, ServerOptions};
 
-use crate::driver::{Driver, Factory, Listening};
+use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
 
 /// No scenario takes more than this; a stuck one fails instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -18,6 +22,8 @@ pub struct Poll {
     lp: Loop,
     servers: HashMap<usize, Server>,
     reports: Rc<RefCell<Vec<ErrorReport>>>,
+    /// Unix datagram socket paths this loop bound, removed on drop.
+    unix_paths: Vec<PathBuf>,
 }
 
 impl Driver for Poll {
@@ -28,7 +34,7 @@ impl Driver for Poll {
         let reports = Rc::new(RefCell::new(Vec::new()));
         let sink = reports.clone();
         lp.set_error_handler(move |r| sink.borrow_mut().push(r));
-        Poll { lp, servers: HashMap::new(), reports }
+        Poll { lp, servers: HashMap::new(), reports, unix_paths: Vec::new() }
     }
 
     fn listen(&mut self, mut factory: Factory) -> Listening {
@@ -107,6 +113,79 @@ impl Driver for Poll {
 
     fn transports(&self) -> usize {
         self.lp.len()
+    }
+
+    fn datagram_endpoint(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        bind: Bind,
+        remote: Option<DatagramAddr>,
+        recv_buffer: Option<usize>,
+    ) -> Result<crate::driver::Bound, String> {
+        let local = match bind {
+            Bind::Loopback(Family::V4) => DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Bind::Loopback(Family::V6) => {
+                if UdpSocket::bind("[::1]:0").is_err() {
+                    return Err("poll: ::1 is not available on this host".into());
+                }
+                DatagramAddr::Inet("[::1]:0".parse().expect("an IPv6 address"))
+            }
+            Bind::Loopback(Family::Unix) => DatagramAddr::Unix(Some(self.unix_path())),
+            Bind::Autobind => DatagramAddr::Unix(None),
+            Bind::At(addr) => addr,
+        };
+        let mut options = DatagramOptions::default();
+        if let Some(bytes) = recv_buffer {
+            options = options.recv_buffer_size(bytes);
+        }
+        let ep = self
+            .lp
+            .create_datagram_endpoint(protocol, Some(local.clone()), remote, options)
+            .unwrap_or_else(|e| panic!("poll: datagram endpoint at {local:?}: {e}"));
+        if let Some(bytes) = recv_buffer
+            && ep.recv_buffer_size() < bytes
+        {
+            // Without CAP_NET_ADMIN the kernel caps SO_RCVBUF at net.core.rmem_max.
+            return Err(format!(
+                "poll: SO_RCVBUF is {} bytes, below the {bytes} asked; raise net.core.rmem_max",
+                ep.recv_buffer_size()
+            ));
+        }
+        Ok(Bound { handle: ep.handle(), addr: ep.local_addr().clone() })
+    }
+
+    fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {
+        match family {
+            Family::Unix => DatagramAddr::Unix(Some(self.unix_path())),
+            Family::V4 | Family::V6 => {
+                let at = if family == Family::V4 { "127.0.0.1:0" } else { "[::1]:0" };
+                // Bound then closed: nothing is bound there (the kernel hands out
+                // ephemeral ports in sequence, so another test taking it is unlikely).
+                let s = UdpSocket::bind(at).expect("bind a loopback UDP port");
+                DatagramAddr::Inet(s.local_addr().expect("local address"))
+            }
+        }
+    }
+}
+
+impl Poll {
+    /// A fresh socket path in the temporary directory, removed when the driver is dropped.
+    fn unix_path(&mut self) -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-conformance-{}-{n}.sock", std::process::id()));
+        self.unix_paths.push(path.clone());
+        path
+    }
+}
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        for p in &self.unix_paths {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

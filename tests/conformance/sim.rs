@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use aioport::testing::{Sim as Harness, SimConfig};
 use aioport::{
-    CallbackResult, ConnectionError, Ctx, Endpoint, LoopError, Protocol, RequestId, StreamHandle,
+    CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError,
+    Protocol, RequestId, StreamHandle,
 };
 
-use crate::driver::{Driver, Factory, Listening};
+use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
 
 /// Steps one `run_until` may take before the scenario counts as stuck.
 const STEP_LIMIT: u64 = 2_000_000;
@@ -127,5 +128,81 @@ impl Driver for Sim {
 
     fn transports(&self) -> usize {
         self.sim.registry().len()
+    }
+
+    fn datagram_endpoint(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        bind: Bind,
+        remote: Option<DatagramAddr>,
+        _recv_buffer: Option<usize>,
+    ) -> Result<Bound, String> {
+        let addr = match bind {
+            Bind::Loopback(family) => self.unused_datagram_addr(family),
+            Bind::Autobind => {
+                let n = self.fresh();
+                DatagramAddr::Unix(Some(format!("\0sim-{n}").into()))
+            }
+            Bind::At(addr) => addr,
+        };
+        let handle = self.sim.datagram_endpoint(Boxed(protocol), addr.clone(), remote);
+        Ok(Bound { handle, addr })
+    }
+
+    fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {
+        let n = self.fresh();
+        match family {
+            Family::V4 => DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], n))),
+            Family::V6 => DatagramAddr::Inet(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], n))),
+            Family::Unix => DatagramAddr::Unix(Some(format!("/sim/dgram-{n}").into())),
+        }
+    }
+}
+
+impl Sim {
+    /// A port (or name suffix) no listener or endpoint of this simulation uses.
+    fn fresh(&mut self) -> u16 {
+        let n = self.next_port;
+        self.next_port += 1;
+        n
+    }
+}
+
+/// A boxed datagram protocol as the harness's `impl DatagramProtocol`.
+struct Boxed(Box<dyn DatagramProtocol>);
+
+impl DatagramProtocol for Boxed {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.0.connection_made(ctx)
+    }
+    fn datagram_received(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> CallbackResult {
+        self.0.datagram_received(ctx, data, addr)
+    }
+    fn error_received(&mut self, ctx: &mut Ctx<'_>, err: ConnectionError) -> CallbackResult {
+        self.0.error_received(ctx, err)
+    }
+    fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.0.pause_writing(ctx)
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.0.resume_writing(ctx)
+    }
+    fn connection_lost(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        err: Option<ConnectionError>,
+    ) -> CallbackResult {
+        self.0.connection_lost(ctx, err)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.0.handle_timeout(ctx)
     }
 }

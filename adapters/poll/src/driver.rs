@@ -114,7 +114,7 @@ impl Loop {
 
     /// Updates the readiness cache from an edge and serves the connection at once.
     fn on_conn_event(&mut self, t: Token, ev: &Event, now: Instant) {
-        let Some(c) = self.io.by_token(t) else { return };
+        let Some(c) = self.io.by_token(t) else { return self.on_datagram_event(t, ev, now) };
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             c.readable = true;
         }
@@ -135,7 +135,10 @@ impl Loop {
 
     /// Serves one connection: flush, then read while readable and wanted.
     fn serve(&mut self, h: Handle, now: Instant) {
-        let Some(c) = self.io.get_mut(h) else { return };
+        let Some(c) = self.io.get_mut(h) else {
+            self.serve_datagram(h, now);
+            return;
+        };
         c.queued = false;
         let (readable, writable) = (c.readable, c.writable);
         let Ok(mut interest) = self.registry.interest(h) else { return };
@@ -205,6 +208,9 @@ impl Loop {
     pub(crate) fn after_registry(&mut self, now: Instant) {
         loop {
             while let Some(h) = self.registry.poll_io() {
+                if self.queue_datagram(h) {
+                    continue;
+                }
                 if let Some(c) = self.io.get_mut(h)
                     && !c.queued
                     && !c.connecting

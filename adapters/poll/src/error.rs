@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use aioport::{ConnectionError, DriverError, Endpoint, Handle, LoopError};
+use aioport::{ConnectionError, DatagramAddr, DriverError, Endpoint, Handle, LoopError};
 
 use crate::ServerId;
 
@@ -48,6 +48,29 @@ pub enum Error {
     /// `EINTR`).
     #[error("poller failed: {0}")]
     Io(#[from] io::Error),
+    /// [`Loop::create_datagram_endpoint`](crate::Loop::create_datagram_endpoint) could
+    /// not create, configure, bind or connect its socket; no transport was left open.
+    #[error("cannot open a datagram endpoint (local {local:?}, remote {remote:?}): {error}")]
+    Datagram {
+        /// The local address asked for.
+        local: Option<DatagramAddr>,
+        /// The remote address asked for.
+        remote: Option<DatagramAddr>,
+        /// Why (address in use, no such file, IPv6 unavailable, …).
+        error: io::Error,
+    },
+    /// The addresses given to
+    /// [`Loop::create_datagram_endpoint`](crate::Loop::create_datagram_endpoint) do not
+    /// make an endpoint.
+    #[error("no datagram endpoint for local {local:?} and remote {remote:?}: {why}")]
+    DatagramAddress {
+        /// The local address given.
+        local: Option<DatagramAddr>,
+        /// The remote address given.
+        remote: Option<DatagramAddr>,
+        /// What to change.
+        why: &'static str,
+    },
 }
 
 /// What the loop hands its error hook ([`Loop::set_error_handler`](crate::Loop::set_error_handler)):

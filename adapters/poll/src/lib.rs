@@ -1,7 +1,8 @@
 //! # aioport-poll
 //!
 //! The built-in event loop for [`aioport`]: asyncio's loop — `create_server`,
-//! `create_connection`, `call_soon`, `call_later`, `run_forever`, `stop` — on **mio**
+//! `create_connection`, `create_datagram_endpoint`, `call_soon`, `call_later`,
+//! `run_forever`, `stop` — on **mio**
 //! (epoll on Linux), one thread, no async runtime. Protocols written against
 //! [`aioport::Protocol`] run on it unchanged.
 //!
@@ -54,6 +55,71 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Datagrams
+//!
+//! [`Loop::create_datagram_endpoint`] opens a UDP socket (IPv4 or IPv6) or a Unix datagram
+//! socket (a path, an autobound abstract name, or unbound) for a
+//! [`DatagramProtocol`](aioport::DatagramProtocol), with [`DatagramOptions`]
+//! (`SO_REUSEPORT`, `SO_BROADCAST`, `SO_RCVBUF`). A `remote_addr` connects it: `sendto`
+//! then takes `None` or that address (another is a typed
+//! [`WriteError::AddressMismatch`](aioport::WriteError::AddressMismatch)), and ICMP errors
+//! arrive as `error_received` — never fatal, as in asyncio. Datagrams are received whole
+//! into the loop's 256 KiB buffer (any UDP datagram fits); a larger Unix datagram is
+//! reported to `error_received` as truncated, never delivered cut.
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use std::net::SocketAddr;
+//! use std::rc::Rc;
+//! use std::time::Duration;
+//!
+//! use aioport::{CallbackResult, Ctx, DatagramAddr, DatagramProtocol};
+//! use aioport_poll::{DatagramOptions, Loop};
+//!
+//! /// Echoes each datagram to its sender.
+//! struct Echo;
+//! impl DatagramProtocol for Echo {
+//!     fn datagram_received(
+//!         &mut self,
+//!         ctx: &mut Ctx<'_>,
+//!         data: &[u8],
+//!         addr: Option<&DatagramAddr>,
+//!     ) -> CallbackResult {
+//!         ctx.sendto(ctx.datagram(), data, addr)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// Sends "ping" to its peer and keeps the reply.
+//! struct Ping(Rc<RefCell<Vec<u8>>>);
+//! impl DatagramProtocol for Ping {
+//!     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+//!         ctx.sendto(ctx.datagram(), b"ping", None)?;
+//!         Ok(())
+//!     }
+//!     fn datagram_received(
+//!         &mut self,
+//!         _: &mut Ctx<'_>,
+//!         data: &[u8],
+//!         _: Option<&DatagramAddr>,
+//!     ) -> CallbackResult {
+//!         self.0.borrow_mut().extend_from_slice(data);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut lp = Loop::new()?;
+//! let any = DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 0)));
+//! let opts = DatagramOptions::default();
+//! let server = lp.create_datagram_endpoint(Box::new(Echo), Some(any.clone()), None, opts)?;
+//! let reply = Rc::new(RefCell::new(Vec::new()));
+//! let remote = Some(server.local_addr().clone());
+//! lp.create_datagram_endpoint(Box::new(Ping(reply.clone())), Some(any), remote, opts)?;
+//! lp.run_until_timeout(|| !reply.borrow().is_empty(), Duration::from_secs(10))?;
+//! assert_eq!(&reply.borrow()[..], b"ping");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Design
 //!
 //! * **One `epoll_wait` per iteration.** Every socket is registered once, for read and
@@ -84,10 +150,12 @@
 //!   [`ServerOptions::reuse_port`].
 //!
 //! This crate has no `unsafe` code: what mio lacks (`SO_REUSEPORT`, the backlog,
-//! `SO_LINGER`, `RLIMIT_NOFILE`) comes from rustix's safe API.
+//! `SO_LINGER`, `RLIMIT_NOFILE`, `SO_BROADCAST`, `SO_RCVBUF`, `recvfrom` with `MSG_TRUNC`,
+//! Unix autobind) comes from rustix's safe API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod error;
 mod event_loop;
@@ -96,6 +164,7 @@ mod server;
 mod sockets;
 mod sys;
 
+pub use datagram::{DatagramEndpoint, DatagramOptions};
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};

@@ -135,6 +135,8 @@ pub(crate) struct Sockets {
     /// `try_recv` calls so far: the loop stops calling `on_readable` when one made none.
     pub(crate) recv_calls: u64,
     pub(crate) nodelay: bool,
+    /// The datagram endpoints (`datagram.rs`).
+    pub(crate) dgram: crate::datagram::DatagramSockets,
 }
 
 impl Sockets {
@@ -145,6 +147,7 @@ impl Sockets {
             registry,
             recv_calls: 0,
             nodelay: true,
+            dgram: Default::default(),
         }
     }
 
@@ -268,6 +271,25 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
-        self.remove(h);
+        if !self.dgram.remove(&self.registry, h) {
+            self.remove(h);
+        }
+    }
+
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&aioport::DatagramAddr>,
+    ) -> io::Result<usize> {
+        self.dgram.send_to(h, data, addr)
+    }
+
+    fn try_recv_from(
+        &mut self,
+        h: Handle,
+        buf: &mut [u8],
+    ) -> io::Result<aioport::datagram::RecvMeta> {
+        self.dgram.recv_from(h, buf)
     }
 }
