@@ -6,6 +6,7 @@
 //!   pusher that checks every byte, a recorder, a client, an asker that connects from a
 //!   callback).
 //! * `scenarios.rs`: the scenarios, generic over the driver.
+//! * `relay.rs`: the relay scenarios, on `examples/proxy.rs`'s relay.
 //! * `datagram.rs`: the datagram protocols and scenarios (UDP over IPv4 and IPv6, Unix
 //!   datagram sockets), with their own `datagram_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
@@ -19,6 +20,7 @@ mod datagram;
 mod driver;
 mod poll;
 mod protocols;
+mod relay;
 mod scenarios;
 #[cfg(feature = "testing")]
 mod sim;
@@ -81,6 +83,26 @@ macro_rules! conformance {
             #[test]
             fn panicking_protocol_beside_healthy_ones() {
                 run(scenarios::panicking_protocol_beside_healthy_ones);
+            }
+            #[test]
+            fn relay_bulk_256_mib_byte_exact() {
+                run(crate::relay::relay_bulk_256_mib_byte_exact);
+            }
+            #[test]
+            fn relay_slow_reader_bounded() {
+                run(crate::relay::relay_slow_reader_bounded);
+            }
+            #[test]
+            fn relay_half_close_both_ways() {
+                run(crate::relay::relay_half_close_both_ways);
+            }
+            #[test]
+            fn relay_reset_aborts_other_side() {
+                run(crate::relay::relay_reset_aborts_other_side);
+            }
+            #[test]
+            fn relay_1000_short_lived() {
+                run(crate::relay::relay_1000_short_lived);
             }
         }
     };

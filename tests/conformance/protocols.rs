@@ -43,7 +43,7 @@ impl Seen {
         self.lost.is_some()
     }
 
-    fn lose(&mut self, err: Option<ConnectionError>) {
+    pub fn lose(&mut self, err: Option<ConnectionError>) {
         assert!(self.lost.is_none(), "connection_lost delivered twice");
         self.events.push("lost");
         self.lost = Some(err);

@@ -104,9 +104,9 @@ pub fn bulk_64_mib_byte_exact<D: Driver>(d: &mut D) {
 
 /// A protocol that sends `message` and half-closes at once, then records what comes
 /// back; it closes when the peer's EOF arrives.
-struct SendThenEof {
-    seen: Shared,
-    message: &'static [u8],
+pub struct SendThenEof {
+    pub seen: Shared,
+    pub message: &'static [u8],
 }
 
 impl Protocol for SendThenEof {
