@@ -88,16 +88,27 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod clients;
+mod connect;
 mod driver;
 mod error;
 mod event_loop;
+mod extras;
+mod foreign;
+mod lifecycle;
+mod pipes;
 mod remote;
 mod server;
+pub mod signal;
 mod sockets;
 mod sys;
+mod unix;
 
+pub use connect::ConnectOptions;
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
+pub use foreign::FdCallback;
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use sys::raise_fd_limit;
+pub use unix::{UnixName, UnixServer};
