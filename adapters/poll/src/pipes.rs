@@ -11,14 +11,20 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use aioport::{Extra, Protocol, ReadPipeHandle, TransportHandle, WritePipeHandle};
-use mio::unix::pipe;
+use mio::Token;
+use mio::unix::{SourceFd, pipe};
 use rustix::fs::FileType;
 
 use crate::sockets::Sock;
 use crate::{Error, Loop};
 
-/// Refuses what a loop cannot wait on, then makes `fd` non-blocking.
-fn prepare(fd: &OwnedFd) -> Result<(), Error> {
+/// The token of a trial registration (never seen by a wait: deregistered at once).
+const TRIAL: Token = Token(usize::MAX - 2);
+
+/// Refuses what a loop cannot wait on, then makes `fd` non-blocking. Some character
+/// devices (`/dev/null`) pass the type check but epoll refuses them: that is checked with a
+/// trial registration, before a transport exists whose protocol would hear about it.
+fn prepare(fd: &OwnedFd, poll: &mio::Registry) -> Result<(), Error> {
     let stat = rustix::fs::fstat(fd).map_err(std::io::Error::from)?;
     let kind = match FileType::from_raw_mode(stat.st_mode) {
         FileType::Fifo | FileType::Socket | FileType::CharacterDevice => None,
@@ -32,6 +38,9 @@ fn prepare(fd: &OwnedFd) -> Result<(), Error> {
         return Err(Error::NotAPipe { kind });
     }
     rustix::io::ioctl_fionbio(fd, true).map_err(std::io::Error::from)?;
+    let raw = fd.as_raw_fd();
+    poll.register(&mut SourceFd(&raw), TRIAL, mio::Interest::READABLE)?;
+    poll.deregister(&mut SourceFd(&raw))?;
     Ok(())
 }
 
@@ -66,14 +75,15 @@ impl Loop {
     ///
     /// # Errors
     ///
-    /// [`Error::NotAPipe`] for a regular file, directory or block device (`fd` is closed);
-    /// [`Error::Io`] if it cannot be made non-blocking or registered.
+    /// [`Error::NotAPipe`] for a regular file, directory or block device; [`Error::Io`] if
+    /// it cannot be made non-blocking or polled (`/dev/null`). `fd` is closed and
+    /// `protocol` dropped without a callback.
     pub fn connect_read_pipe(
         &mut self,
         fd: OwnedFd,
         protocol: Box<dyn Protocol>,
     ) -> Result<ReadPipeHandle, Error> {
-        prepare(&fd)?;
+        prepare(&fd, self.poll.registry())?;
         let extra = Extra::default().with_fd(fd.as_raw_fd());
         let sock = Sock::PipeRead(pipe::Receiver::from(fd));
         let h = self.registry.insert_read_pipe(protocol, extra);
@@ -95,7 +105,7 @@ impl Loop {
         fd: OwnedFd,
         protocol: Box<dyn Protocol>,
     ) -> Result<WritePipeHandle, Error> {
-        prepare(&fd)?;
+        prepare(&fd, self.poll.registry())?;
         let extra = Extra::default().with_fd(fd.as_raw_fd());
         let sock = Sock::PipeWrite(pipe::Sender::from(fd));
         let h = self.registry.insert_write_pipe(protocol, extra);
