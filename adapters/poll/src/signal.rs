@@ -37,6 +37,15 @@ impl Loop {
     /// A signal that cannot be caught (`SIGKILL`, `SIGSTOP`, or one signal-hook forbids,
     /// such as `SIGSEGV`), or the self-pipe could not be created or registered.
     pub fn stop_on_signals(&mut self, signals: &[i32]) -> std::io::Result<()> {
+        // signal-hook panics on these; an error is what a caller can handle.
+        if let Some(sig) = signals.iter().find(|s| signal_hook::consts::FORBIDDEN.contains(s)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "signal {sig} cannot be caught (SIGKILL, SIGSTOP, SIGILL, SIGFPE, SIGSEGV)"
+                ),
+            ));
+        }
         if let Some(s) = &self.extras.signals {
             for &sig in signals {
                 s.add_signal(sig)?;
