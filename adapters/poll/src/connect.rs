@@ -37,6 +37,7 @@ pub struct ConnectOptions {
     keepalive: bool,
     ipv6_only: Option<bool>,
     timeout: Option<Duration>,
+    happy_eyeballs_delay: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -69,6 +70,22 @@ impl ConnectOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Happy eyeballs (RFC 8305, asyncio's `happy_eyeballs_delay`): with several
+    /// addresses (a host name that resolves to more than one, or
+    /// [`Loop::create_connection_to_any`]), interleave them by family and start the next
+    /// attempt `delay` after the previous one unless it connected (at once if it failed);
+    /// the first to connect wins and the others are closed. RFC 8305 recommends 250 ms.
+    /// Unset (the default, as in asyncio), addresses are tried one after another.
+    #[must_use]
+    pub fn happy_eyeballs_delay(mut self, delay: Duration) -> Self {
+        self.happy_eyeballs_delay = Some(delay);
+        self
+    }
+
+    pub(crate) fn eyeballs_delay(&self) -> Option<Duration> {
+        self.happy_eyeballs_delay
     }
 
     /// The configured connect timeout.
@@ -115,9 +132,22 @@ impl Loop {
         protocol: Box<dyn Protocol>,
         options: ConnectOptions,
     ) -> Result<StreamHandle, Error> {
+        self.connect_awaiting(endpoint, protocol, options, None)
+    }
+
+    fn connect_awaiting(
+        &mut self,
+        endpoint: Endpoint,
+        protocol: Box<dyn Protocol>,
+        options: ConnectOptions,
+        addresses: Option<Vec<SocketAddr>>,
+    ) -> Result<StreamHandle, Error> {
         let _guard = RunGuard::enter()?;
         let h = self.registry.connect(protocol, endpoint.clone());
         self.extras.connect.insert(h.handle(), options);
+        if let Some(list) = addresses {
+            self.extras.addresses.insert(h.handle(), list);
+        }
         if let Some(timeout) = options.timeout {
             // A timeout too far to represent is no timeout.
             if let Some(at) = Instant::now().checked_add(timeout) {
@@ -137,6 +167,25 @@ impl Loop {
                 return Err(e);
             }
         }
+    }
+
+    /// Connects to the first of `addrs` that answers, as for a host name that resolved to
+    /// them: in turn, or racing them with
+    /// [`happy_eyeballs_delay`](ConnectOptions::happy_eyeballs_delay). For callers that
+    /// resolve names themselves.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_connection_with`](Self::create_connection_with); [`Error::NoAddress`]
+    /// when `addrs` is empty.
+    pub fn create_connection_to_any(
+        &mut self,
+        addrs: &[SocketAddr],
+        protocol: Box<dyn Protocol>,
+        options: ConnectOptions,
+    ) -> Result<StreamHandle, Error> {
+        let (&first, _) = addrs.split_first().ok_or(Error::NoAddress)?;
+        self.connect_awaiting(Endpoint::Addr(first), protocol, options, Some(addrs.to_vec()))
     }
 
     /// Adopts a connected TCP socket made elsewhere (asyncio's `create_connection(sock=)`):

@@ -31,7 +31,7 @@ use rustix::io::Errno;
 
 use crate::event_loop::Loop;
 use crate::remote::{Command, REMOTE_QUEUE_CAPACITY};
-use crate::sockets::{FOREIGN_BIT, LISTENER_BIT, SIGNALS, Sock, WAKER};
+use crate::sockets::{FOREIGN_BIT, LISTENER_BIT, RACE_BITS, SIGNALS, Sock, WAKER};
 use crate::{ErrorReport, ServerId};
 
 /// Reads per connection per iteration (each up to the core's 256 KiB buffer) before the
@@ -96,6 +96,7 @@ impl Loop {
                 WAKER => self.on_wake(now),
                 SIGNALS => self.on_signal(),
                 Token(t) if t & FOREIGN_BIT == FOREIGN_BIT => self.on_foreign(t, ev, now),
+                Token(t) if t & RACE_BITS == RACE_BITS => self.on_racer(t, now),
                 Token(t) if t & LISTENER_BIT != 0 => self.queue_listener(t & !LISTENER_BIT),
                 t => self.on_conn_event(t, ev, now),
             }
@@ -110,6 +111,7 @@ impl Loop {
         }
         if self.extras.next_deadline().is_some_and(|t| t <= now) {
             self.expire_connects(now);
+            self.stagger_races(now);
         }
         for _ in 0..self.ready_listeners.len() {
             let Some(index) = self.ready_listeners.pop_front() else { break };
@@ -458,6 +460,12 @@ impl Loop {
             // Given up (connect timeout) while the name was being resolved.
             return;
         }
+        if let Some(list) = self.extras.addresses.remove(&h.handle()) {
+            addrs = list;
+        }
+        if addrs.len() > 1 && self.eyeballs_delay(h.handle()).is_some() {
+            return self.start_racing(h, addrs, now);
+        }
         addrs.reverse();
         while let Some(addr) = addrs.pop() {
             let attempt = self
@@ -474,7 +482,7 @@ impl Loop {
         self.connect_failed(h, e.into(), now);
     }
 
-    fn finish_connect(&mut self, h: StreamHandle, now: Instant) {
+    pub(crate) fn finish_connect(&mut self, h: StreamHandle, now: Instant) {
         let nodelay = self.io.nodelay;
         let Some(c) = self.io.get_mut(h.handle()) else { return };
         let outcome = match c.sock.take_error() {
@@ -527,7 +535,7 @@ impl Loop {
     }
 
     fn outcome(&mut self, h: StreamHandle, r: Result<(), ConnectionError>) {
-        self.extras.connect_done(h.handle());
+        self.connect_done(h.handle());
         if let Some((awaited, slot)) = &mut self.awaited
             && *awaited == h.handle()
         {

@@ -94,6 +94,7 @@ mod driver;
 mod error;
 mod event_loop;
 mod extras;
+mod eyeballs;
 mod foreign;
 mod lifecycle;
 mod pipes;

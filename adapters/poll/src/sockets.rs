@@ -27,6 +27,9 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
 /// Foreign fds of `add_reader` / `add_writer`: both bits, then the fd (matched before
 /// listeners; connection tokens never have bit 62).
 pub(crate) const FOREIGN_BIT: usize = LISTENER_BIT | (1 << 61);
+/// Happy-eyeballs connect attempts: bits 62 and 60, then an attempt number (matched after
+/// foreign fds, before listeners).
+pub(crate) const RACE_BITS: usize = LISTENER_BIT | (1 << 60);
 
 /// A connection's token: the handle's index and (most of) its generation, so an event for
 /// a closed socket whose slot was reused in the same wait is recognised and dropped.

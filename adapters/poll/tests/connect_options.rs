@@ -168,3 +168,69 @@ fn a_connect_that_succeeds_in_time_keeps_no_deadline() {
     ping_with(&mut lp, srv.addr(), ConnectOptions::default());
     assert_eq!(lp.len(), 4);
 }
+
+/// An address nobody listens on (connects are refused).
+fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn happy_eyeballs_skips_an_address_that_never_answers() {
+    let Some((blackhole, _filled)) = full_listener() else {
+        return println!(
+            "SKIPPED (happy_eyeballs_skips_an_address_that_never_answers: backlog never filled)"
+        );
+    };
+    let mut lp = Loop::new().unwrap();
+    let srv = lp.create_server("127.0.0.1:0", || Box::new(Echo), ServerOptions::default()).unwrap();
+    let addrs = [blackhole.local_addr().unwrap(), srv.addr()];
+    // The first attempt gets no answer; the second starts 20 ms later and wins. The
+    // timeout only bounds the test.
+    let opts =
+        ConnectOptions::default().happy_eyeballs_delay(Duration::from_millis(20)).timeout(LIMIT);
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let h = lp.create_connection_to_any(&addrs, Box::new(Ping(got.clone())), opts).unwrap();
+    assert_eq!(lp.with(|ctx| ctx.extra(h).unwrap().peername), Some(srv.addr()));
+    lp.run_until_timeout(|| got.borrow().len() == 4, LIMIT).unwrap();
+    assert_eq!(lp.len(), 2, "the winner and its accepted peer; the loser is gone");
+
+    // Tried one after another instead, the first address stalls until the timeout.
+    let opts = ConnectOptions::default().timeout(Duration::from_millis(200));
+    let r = lp.create_connection_to_any(&addrs, Box::new(Echo), opts);
+    assert!(matches!(r, Err(Error::Connect { error: ConnectionError::Timeout(_), .. })), "{r:?}");
+}
+
+#[test]
+fn happy_eyeballs_starts_the_next_attempt_when_one_fails() {
+    let mut lp = Loop::new().unwrap();
+    let srv = lp.create_server("127.0.0.1:0", || Box::new(Echo), ServerOptions::default()).unwrap();
+    // The stagger delay is longer than the test's bound: only the refusal of the first
+    // address can start the second attempt in time.
+    let opts =
+        ConnectOptions::default().happy_eyeballs_delay(Duration::from_secs(3600)).timeout(LIMIT);
+    let addrs = [refused_addr(), srv.addr()];
+    let h = lp.create_connection_to_any(&addrs, Box::new(Echo), opts).unwrap();
+    assert_eq!(lp.with(|ctx| ctx.extra(h).unwrap().peername), Some(srv.addr()));
+}
+
+#[test]
+fn every_address_failing_reports_the_last_error() {
+    let mut lp = Loop::new().unwrap();
+    for opts in [
+        ConnectOptions::default(),
+        ConnectOptions::default().happy_eyeballs_delay(Duration::from_millis(10)),
+    ] {
+        let addrs = [refused_addr(), refused_addr()];
+        let r = lp.create_connection_to_any(&addrs, Box::new(Echo), opts);
+        match r {
+            Err(Error::Connect { error, .. }) => {
+                assert_eq!(error.io_kind(), Some(std::io::ErrorKind::ConnectionRefused), "{error}")
+            }
+            other => panic!("expected refused, got {other:?}"),
+        }
+        assert!(lp.is_empty());
+    }
+    let r = lp.create_connection_to_any(&[], Box::new(Echo), ConnectOptions::default());
+    assert!(matches!(r, Err(Error::NoAddress)), "{r:?}");
+}
