@@ -78,6 +78,14 @@ macro_rules! conformance {
             fn panicking_protocol_beside_healthy_ones() {
                 run(scenarios::panicking_protocol_beside_healthy_ones);
             }
+            #[test]
+            fn unix_echo() {
+                run(scenarios::unix_echo);
+            }
+            #[test]
+            fn server_lifecycle() {
+                run(scenarios::server_lifecycle);
+            }
         }
     };
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_poll::{Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport_poll::{Error, ErrorReport, Loop, Server, ServerId, ServerOptions, UnixServer};
 
 use crate::driver::{Driver, Factory, Listening};
 
@@ -18,6 +18,19 @@ pub struct Poll {
     lp: Loop,
     servers: HashMap<usize, Server>,
     reports: Rc<RefCell<Vec<ErrorReport>>>,
+    /// Every server's id, closed or not (lifecycle scenarios), and the Unix servers.
+    ids: HashMap<usize, ServerId>,
+    unix: HashMap<usize, UnixServer>,
+    unix_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.unix_dir {
+            // Socket files go with their servers; the directory is ours.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Driver for Poll {
@@ -28,7 +41,14 @@ impl Driver for Poll {
         let reports = Rc::new(RefCell::new(Vec::new()));
         let sink = reports.clone();
         lp.set_error_handler(move |r| sink.borrow_mut().push(r));
-        Poll { lp, servers: HashMap::new(), reports }
+        Poll {
+            lp,
+            servers: HashMap::new(),
+            reports,
+            ids: HashMap::new(),
+            unix: HashMap::new(),
+            unix_dir: None,
+        }
     }
 
     fn listen(&mut self, mut factory: Factory) -> Listening {
@@ -40,10 +60,15 @@ impl Driver for Poll {
         let id = server.id();
         let endpoint = Endpoint::Addr(server.addr());
         self.servers.insert(id_key(id), server);
+        self.ids.insert(id_key(id), id);
         Listening { id: id_key(id), endpoint }
     }
 
     fn close_listener(&mut self, id: usize) -> bool {
+        if let Some(server) = self.unix.remove(&id) {
+            assert!(server.close(&mut self.lp), "closed once");
+            return true;
+        }
         let server = self.servers.remove(&id).expect("a listener of this loop");
         assert!(server.close(&mut self.lp), "closed once");
         true
@@ -107,6 +132,36 @@ impl Driver for Poll {
 
     fn transports(&self) -> usize {
         self.lp.len()
+    }
+
+    fn listen_unix(&mut self, mut factory: Factory) -> Option<Listening> {
+        let dir = self.unix_dir.get_or_insert_with(|| {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("aioport-conf-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            dir
+        });
+        let path = dir.join(format!("s{}.sock", self.unix.len()));
+        let server = self
+            .lp
+            .create_unix_server(path.as_path(), move || factory(), ServerOptions::default())
+            .expect("listen on a Unix socket");
+        let id = server.id();
+        self.ids.insert(id_key(id), id);
+        self.unix.insert(id_key(id), server);
+        Some(Listening { id: id_key(id), endpoint: Endpoint::Unix(path) })
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        Some(self.lp.close_clients(self.ids[&id]))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match self.lp.wait_closed(self.ids[&id], LIMIT) {
+            Ok(()) => true,
+            Err(e) => panic!("poll: wait_closed: {e}"),
+        }
     }
 }
 

@@ -313,7 +313,6 @@ impl Loop {
             if l.retry_at.is_some() {
                 self.retrying -= 1;
             }
-            l.socket.cleanup();
         }
     }
 

@@ -193,18 +193,23 @@ impl fmt::Debug for Server {
     }
 }
 
-/// A listening socket: TCP, or Unix stream (with the path to unlink on close).
+/// A listening socket: TCP, or Unix stream (with its socket file, removed when this is
+/// dropped — asyncio 3.13's `cleanup_socket` — unless something else replaced it).
 #[derive(Debug)]
 pub(crate) enum ListenSocket {
     Tcp(TcpListener),
-    Unix(UnixListener, Option<crate::unix::BoundFile>),
+    Unix {
+        listener: UnixListener,
+        /// Kept for its `Drop`.
+        _file: Option<crate::unix::BoundFile>,
+    },
 }
 
 impl ListenSocket {
     pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             ListenSocket::Tcp(l) => l,
-            ListenSocket::Unix(l, _) => l,
+            ListenSocket::Unix { listener, .. } => listener,
         }
     }
 
@@ -212,16 +217,9 @@ impl ListenSocket {
     pub(crate) fn accept(&self) -> io::Result<(Sock, Option<SocketAddr>)> {
         match self {
             ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| (Sock::Tcp(s), Some(peer))),
-            ListenSocket::Unix(l, _) => l.accept().map(|(s, _)| (Sock::Unix(s), None)),
-        }
-    }
-
-    /// Closes the socket; a Unix listener's file is removed (asyncio 3.13's
-    /// `cleanup_socket`), unless something else has replaced it meanwhile.
-    pub(crate) fn cleanup(self) {
-        if let ListenSocket::Unix(l, Some(file)) = self {
-            drop(l);
-            file.remove();
+            ListenSocket::Unix { listener, .. } => {
+                listener.accept().map(|(s, _)| (Sock::Unix(s), None))
+            }
         }
     }
 }

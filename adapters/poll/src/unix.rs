@@ -110,7 +110,8 @@ impl UnixServer {
 }
 
 /// The socket file a listener created, identified by device and inode so that closing
-/// never removes a file someone else put there since.
+/// never removes a file someone else put there since. Removed when dropped: when the
+/// server is closed, or with its loop.
 #[derive(Debug)]
 pub(crate) struct BoundFile {
     path: PathBuf,
@@ -123,9 +124,11 @@ impl BoundFile {
         let m = std::fs::symlink_metadata(path).ok()?;
         Some(BoundFile { path: path.to_owned(), dev: m.dev(), ino: m.ino() })
     }
+}
 
+impl Drop for BoundFile {
     /// Removes the file if it is still the one bound.
-    pub(crate) fn remove(self) {
+    fn drop(&mut self) {
         if std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
         {
@@ -187,12 +190,8 @@ fn bind(name: &UnixName, backlog: i32) -> io::Result<(UnixListener, Option<Bound
         UnixName::Path(p) => BoundFile::of(p),
         UnixName::Abstract(_) => None,
     };
-    if let Err(e) = rustix::net::listen(&fd, backlog) {
-        if let Some(f) = file {
-            f.remove();
-        }
-        return Err(e.into());
-    }
+    // On error, `file` is dropped: the file just bound is removed.
+    rustix::net::listen(&fd, backlog)?;
     let std = std::os::unix::net::UnixListener::from(fd);
     Ok((UnixListener::from_std(std), file))
 }
@@ -234,7 +233,8 @@ impl Loop {
         let (listener, file) = bind(&name, options.backlog_i32())
             .map_err(|error| Error::UnixBind { name: name.clone(), error })?;
         let id = ServerId(self.servers.len() as u32);
-        let index = match self.add_listener(id, ListenSocket::Unix(listener, file), false) {
+        let index = match self.add_listener(id, ListenSocket::Unix { listener, _file: file }, false)
+        {
             Ok(index) => index,
             Err(error) => return Err(Error::UnixBind { name, error }),
         };
