@@ -30,6 +30,7 @@ pub struct ServerOptions {
     reuse_port: bool,
     nodelay: bool,
     max_connections: Option<usize>,
+    ipv6_only: bool,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +41,7 @@ impl Default for ServerOptions {
             reuse_port: false,
             nodelay: true,
             max_connections: None,
+            ipv6_only: true,
         }
     }
 }
@@ -83,6 +85,15 @@ impl ServerOptions {
         self
     }
 
+    /// `IPV6_V6ONLY` on IPv6 listeners: on by default (as asyncio sets it), so `::` and
+    /// `0.0.0.0` can listen on one port side by side. Off, a listener on `::` also accepts
+    /// IPv4 clients (as IPv4-mapped addresses, `::ffff:a.b.c.d`).
+    #[must_use]
+    pub fn ipv6_only(mut self, on: bool) -> Self {
+        self.ipv6_only = on;
+        self
+    }
+
     /// The configured connection limit.
     pub fn connection_limit(&self) -> Option<usize> {
         self.max_connections
@@ -98,7 +109,13 @@ impl ServerOptions {
     }
 
     pub(crate) fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        let l = crate::sys::tcp_listener(addr, self.backlog, self.reuse_address, self.reuse_port)?;
+        let l = crate::sys::tcp_listener(
+            addr,
+            self.backlog,
+            self.reuse_address,
+            self.reuse_port,
+            self.ipv6_only,
+        )?;
         Ok(TcpListener::from_std(l))
     }
 

@@ -234,3 +234,32 @@ fn every_address_failing_reports_the_last_error() {
     let r = lp.create_connection_to_any(&[], Box::new(Echo), ConnectOptions::default());
     assert!(matches!(r, Err(Error::NoAddress)), "{r:?}");
 }
+
+#[test]
+fn a_dual_stack_server_accepts_ipv4_clients() {
+    // Loopback only: IPv4 clients reach an IPv6 socket through the IPv4-mapped address,
+    // which only a socket without IPV6_V6ONLY may bind.
+    let mapped = "[::ffff:127.0.0.1]:0";
+    let mut lp = Loop::new().unwrap();
+    let opts = ServerOptions::default().ipv6_only(false);
+    let srv = match lp.create_server(mapped, || Box::new(Echo), opts) {
+        Ok(s) => s,
+        Err(e) => {
+            return println!("SKIPPED (a_dual_stack_server_accepts_ipv4_clients: no IPv6: {e})");
+        }
+    };
+    assert!(srv.addr().is_ipv6());
+    let v4: SocketAddr = ([127, 0, 0, 1], srv.addr().port()).into();
+    ping_with(&mut lp, v4, ConnectOptions::default());
+    // The default (IPV6_V6ONLY on, as asyncio) refuses the mapped address...
+    let r = lp.create_server(mapped, || Box::new(Echo), ServerOptions::default());
+    assert!(matches!(r, Err(Error::Bind { .. })), "{r:?}");
+    // ...and leaves the IPv4 port free for another server.
+    let v6 = lp.create_server("[::1]:0", || Box::new(Echo), ServerOptions::default()).unwrap();
+    let v4_server = lp.create_server(
+        ("127.0.0.1", v6.addr().port()),
+        || Box::new(Echo),
+        ServerOptions::default(),
+    );
+    assert!(v4_server.is_ok(), "{v4_server:?}");
+}
