@@ -234,7 +234,11 @@ impl Loop {
     /// Listens on every address `addr` resolves to (asyncio's `create_server`): each
     /// accepted connection gets a protocol from `factory`. Port 0 picks a free port per
     /// address; [`Server::addrs`] tells which. A host name is resolved here, with std's
-    /// (blocking) resolver, before anything runs.
+    /// (blocking) resolver: `create_server` is setup, called before serving (asyncio's
+    /// caller also waits for it), and a listen address is almost always a literal or
+    /// `localhost` from `/etc/hosts`. While it resolves, this loop's other transports wait;
+    /// to add a server to a loop that is already busy, resolve the name first (on any
+    /// thread) and pass the address. Connects never resolve on the loop thread.
     ///
     /// # Errors
     ///
