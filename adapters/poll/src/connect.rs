@@ -195,8 +195,10 @@ impl Loop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the socket cannot be made non-blocking or registered (it is then
-    /// closed and `protocol` dropped without a callback).
+    /// [`Error::Io`] if the socket cannot be made non-blocking (`protocol` is dropped
+    /// without a callback) or registered with the poller (rare: out of memory or of epoll
+    /// watches; the transport then ends at once, `connection_made` then
+    /// `connection_lost`, as for an accepted socket).
     pub fn create_connection_from(
         &mut self,
         socket: std::net::TcpStream,
@@ -236,7 +238,6 @@ impl Loop {
         if let Some(local) = sock.local_addr() {
             extra = extra.with_sockname(local);
         }
-        // Registered before the transport exists, so a failure leaves nothing behind.
         let h = self.registry.insert_stream(protocol, extra);
         if let Err(e) = self.io.insert(h.handle(), sock, None) {
             let now = Instant::now();

@@ -124,12 +124,13 @@ impl Loop {
     ) -> std::io::Result<()> {
         let watch = self.extras.foreign.entry(fd).or_default();
         let existed = watch.interest().is_some();
-        let (old_reader, old_writer) = (reader.is_some(), writer.is_some());
+        // The callback given replaces its kind; the other kind is kept.
+        let (new_reader, new_writer) = (reader.is_some(), writer.is_some());
         let mut next = Watch { reader, writer };
-        if !old_reader {
+        if !new_reader {
             next.reader = watch.reader.take();
         }
-        if !old_writer {
+        if !new_writer {
             next.writer = watch.writer.take();
         }
         let interest = next.interest().expect("one callback was given");
@@ -150,10 +151,10 @@ impl Loop {
                 } else {
                     // Keep what was there before.
                     let w = self.extras.foreign.entry(fd).or_default();
-                    if !old_reader {
+                    if !new_reader {
                         w.reader = next.reader;
                     }
-                    if !old_writer {
+                    if !new_writer {
                         w.writer = next.writer;
                     }
                 }
