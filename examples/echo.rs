@@ -6,7 +6,7 @@
 //! cargo run --release --example echo -- --threads 2       # 2 server loops sharing the port (SO_REUSEPORT)
 //! cargo run --release --example echo -- --same-loop       # clients on the server's loop
 //! cargo run --release --example echo -- --clients 8 --mib 16
-//! cargo run --release --example echo -- --port 25000      # only serve 127.0.0.1:25000 until killed (benchmarks)
+//! cargo run --release --example echo -- --port 25000      # only serve 127.0.0.1:25000 until SIGINT/SIGTERM (exit 0)
 //! ```
 //!
 //! The server's protocol stops reading while its write buffer is above the high-water mark
@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use aioport::{CallbackResult, ConnectionError, Ctx, Endpoint, Protocol};
-use aioport_poll::{Loop, LoopHandle, ServerOptions};
+use aioport_poll::{Loop, LoopHandle, ServerOptions, signal};
 use bytes::Bytes;
 
 /// Flow-control events of all server connections, across server threads.
@@ -289,17 +289,28 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     if let Some(port) = args.port {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        eprintln!("echo: {} loop(s) serving {addr} until killed", args.threads);
+        eprintln!("echo: {} loop(s) serving {addr} until SIGINT/SIGTERM", args.threads);
+        // SIGINT/SIGTERM stop the loop cleanly: main returns and the process exits 0.
+        let stop_on = [signal::SIGINT, signal::SIGTERM];
         if args.threads == 1 {
             let mut lp = Loop::new()?;
             serve(&mut lp, addr, false, &stats)?;
+            lp.stop_on_signals(&stop_on)?;
             lp.run_forever()?;
         } else {
             let (_, servers) = spawn_servers(args.threads, addr, &stats)?;
+            // The main thread's loop only waits for the signal, then stops the others.
+            let mut lp = Loop::new()?;
+            lp.stop_on_signals(&stop_on)?;
+            lp.run_forever()?;
+            for (handle, _) in &servers {
+                handle.stop();
+            }
             for (_, t) in servers {
                 t.join().map_err(|_| "server thread panicked")?;
             }
         }
+        eprintln!("echo: stopped by signal");
         return Ok(());
     }
 

@@ -63,6 +63,26 @@ pub trait Driver {
     /// Transports in the loop.
     fn transports(&self) -> usize;
 
+    /// Accepts connections on a new Unix stream socket (an [`Endpoint::Unix`] path);
+    /// `None` if the driver has none (the scenario is then skipped).
+    fn listen_unix(&mut self, _factory: Factory) -> Option<Listening> {
+        None
+    }
+
+    /// Closes every connection listener `id` accepted, each after flushing (asyncio's
+    /// `Server.close_clients`); `None` if the driver cannot. The listener may already be
+    /// closed.
+    fn close_clients(&mut self, _id: usize) -> Option<usize> {
+        None
+    }
+
+    /// Runs the loop until listener `id` is closed and every connection it accepted has
+    /// ended (asyncio's `Server.wait_closed`); bounded like `run_until`. False if the
+    /// driver cannot.
+    fn wait_closed(&mut self, _id: usize) -> bool {
+        false
+    }
+
     /// Opens a datagram endpoint bound as `bind` says, connected to `remote` if given, with
     /// `SO_RCVBUF` at least `recv_buffer` where the driver has sockets. `Err(why)` when
     /// the driver cannot (the scenario prints `SKIPPED (why)`): the default says the

@@ -104,6 +104,14 @@ macro_rules! conformance {
             fn relay_1000_short_lived() {
                 run(crate::relay::relay_1000_short_lived);
             }
+            #[test]
+            fn unix_echo() {
+                run(scenarios::unix_echo);
+            }
+            #[test]
+            fn server_lifecycle() {
+                run(scenarios::server_lifecycle);
+            }
         }
     };
 }

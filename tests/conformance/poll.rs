@@ -11,7 +11,9 @@ use aioport::{
     ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
     StreamHandle,
 };
-use aioport_poll::{DatagramOptions, Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport_poll::{
+    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions, UnixServer,
+};
 
 use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
 
@@ -24,6 +26,10 @@ pub struct Poll {
     reports: Rc<RefCell<Vec<ErrorReport>>>,
     /// Unix datagram socket paths this loop bound, removed on drop.
     unix_paths: Vec<PathBuf>,
+    /// Every server's id, closed or not (lifecycle scenarios), and the Unix servers.
+    ids: HashMap<usize, ServerId>,
+    unix: HashMap<usize, UnixServer>,
+    unix_dir: Option<std::path::PathBuf>,
 }
 
 impl Driver for Poll {
@@ -34,7 +40,15 @@ impl Driver for Poll {
         let reports = Rc::new(RefCell::new(Vec::new()));
         let sink = reports.clone();
         lp.set_error_handler(move |r| sink.borrow_mut().push(r));
-        Poll { lp, servers: HashMap::new(), reports, unix_paths: Vec::new() }
+        Poll {
+            lp,
+            servers: HashMap::new(),
+            reports,
+            unix_paths: Vec::new(),
+            ids: HashMap::new(),
+            unix: HashMap::new(),
+            unix_dir: None,
+        }
     }
 
     fn listen(&mut self, mut factory: Factory) -> Listening {
@@ -46,10 +60,15 @@ impl Driver for Poll {
         let id = server.id();
         let endpoint = Endpoint::Addr(server.addr());
         self.servers.insert(id_key(id), server);
+        self.ids.insert(id_key(id), id);
         Listening { id: id_key(id), endpoint }
     }
 
     fn close_listener(&mut self, id: usize) -> bool {
+        if let Some(server) = self.unix.remove(&id) {
+            assert!(server.close(&mut self.lp), "closed once");
+            return true;
+        }
         let server = self.servers.remove(&id).expect("a listener of this loop");
         assert!(server.close(&mut self.lp), "closed once");
         true
@@ -113,6 +132,36 @@ impl Driver for Poll {
 
     fn transports(&self) -> usize {
         self.lp.len()
+    }
+
+    fn listen_unix(&mut self, mut factory: Factory) -> Option<Listening> {
+        let dir = self.unix_dir.get_or_insert_with(|| {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("aioport-conf-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            dir
+        });
+        let path = dir.join(format!("s{}.sock", self.unix.len()));
+        let server = self
+            .lp
+            .create_unix_server(path.as_path(), move || factory(), ServerOptions::default())
+            .expect("listen on a Unix socket");
+        let id = server.id();
+        self.ids.insert(id_key(id), id);
+        self.unix.insert(id_key(id), server);
+        Some(Listening { id: id_key(id), endpoint: Endpoint::Unix(path) })
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        Some(self.lp.close_clients(self.ids[&id]))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match self.lp.wait_closed(self.ids[&id], LIMIT) {
+            Ok(()) => true,
+            Err(e) => panic!("poll: wait_closed: {e}"),
+        }
     }
 
     fn datagram_endpoint(
@@ -185,6 +234,10 @@ impl Drop for Poll {
     fn drop(&mut self) {
         for p in &self.unix_paths {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some(dir) = &self.unix_dir {
+            // Stream socket files go with their servers; the directory is ours.
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -474,3 +474,49 @@ pub fn panicking_protocol_beside_healthy_ones<D: Driver>(d: &mut D) {
     assert_eq!(panics, 2, "{errors:?}");
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+/// Echo over a Unix stream socket: the same protocol code as over TCP.
+pub fn unix_echo<D: Driver>(d: &mut D) {
+    let Some(l) = d.listen_unix(Box::new(|| Echo::boxed(None))) else {
+        return skipped::<D>("unix_echo", "the driver has no Unix stream sockets");
+    };
+    let c = shared();
+    let h = d.connect(&l.endpoint, Box::new(Recorder::new(&c))).expect("connect");
+    d.with(|ctx| ctx.write(h, &b"over a unix socket"[..]).expect("write"));
+    d.run_until("the echo", || c.borrow().data.len() == 18);
+    assert_eq!(&c.borrow().data[..], b"over a unix socket");
+    d.with(|ctx| ctx.close(h).expect("close"));
+    d.run_until("the client's connection_lost", || c.borrow().is_lost());
+    assert!(lost_cleanly(&c.borrow()));
+    assert!(d.close_listener(l.id));
+    assert_no_errors(d);
+}
+
+/// asyncio's server lifecycle: close stops accepting; close_clients flushes and closes
+/// every accepted connection; wait_closed returns once they have all ended.
+pub fn server_lifecycle<D: Driver>(d: &mut D) {
+    let (accepted, factory) = recording_factory(|s| Echo::boxed(Some(s.clone())));
+    let l = d.listen(factory);
+    let clients: Vec<Shared> = (0..3).map(|_| shared()).collect();
+    for c in &clients {
+        let h = d.connect(&l.endpoint, Box::new(Recorder::new(c))).expect("connect");
+        d.with(|ctx| ctx.write(h, &b"hi"[..]).expect("write"));
+    }
+    d.run_until("every echo", || clients.iter().all(|c| c.borrow().data == b"hi"));
+    if !d.close_listener(l.id) {
+        return skipped::<D>("server_lifecycle", "the driver cannot close a listener");
+    }
+    let Some(closed) = d.close_clients(l.id) else {
+        return skipped::<D>("server_lifecycle", "the driver has no close_clients");
+    };
+    assert_eq!(closed, 3);
+    assert!(d.wait_closed(l.id), "wait_closed supported with close_clients");
+    assert!(accepted.borrow().iter().all(|s| lost_cleanly(&s.borrow())));
+    d.run_until("every client saw EOF", || clients.iter().all(|c| c.borrow().is_lost()));
+    for c in &clients {
+        let c = c.borrow();
+        assert!(lost_cleanly(&c), "{:?}", c.lost);
+        assert!(c.events.contains(&"eof"), "{:?}", c.events);
+    }
+    assert_no_errors(d);
+}

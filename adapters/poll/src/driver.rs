@@ -26,12 +26,12 @@ use aioport::{
 };
 use mio::Token;
 use mio::event::Event;
-use mio::net::{TcpStream, UnixStream};
+use mio::net::UnixStream;
 use rustix::io::Errno;
 
 use crate::event_loop::Loop;
 use crate::remote::{Command, REMOTE_QUEUE_CAPACITY};
-use crate::sockets::{LISTENER_BIT, Sock, WAKER};
+use crate::sockets::{FOREIGN_BIT, LISTENER_BIT, RACE_BITS, SIGNALS, Sock, WAKER};
 use crate::{ErrorReport, ServerId};
 
 /// Reads per connection per iteration (each up to the core's 256 KiB buffer) before the
@@ -55,10 +55,16 @@ fn ceil_ms(d: Duration) -> Duration {
 impl Loop {
     /// How long the next wait may block.
     fn wait_timeout(&self, now: Instant, max_wait: Option<Duration>) -> Option<Duration> {
-        if !self.ready.is_empty() || !self.ready_listeners.is_empty() {
+        if !self.ready.is_empty()
+            || !self.ready_listeners.is_empty()
+            || !self.io.clients.resume.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let mut next = self.registry.poll_timeout();
+        if let Some(t) = self.extras.next_deadline() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         if self.retrying > 0 {
             for t in self.listeners.iter().flatten().filter_map(|l| l.retry_at) {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -88,6 +94,9 @@ impl Loop {
         for ev in events.iter() {
             match ev.token() {
                 WAKER => self.on_wake(now),
+                SIGNALS => self.on_signal(),
+                Token(t) if t & FOREIGN_BIT == FOREIGN_BIT => self.on_foreign(t, ev, now),
+                Token(t) if t & RACE_BITS == RACE_BITS => self.on_racer(t, now),
                 Token(t) if t & LISTENER_BIT != 0 => self.queue_listener(t & !LISTENER_BIT),
                 t => self.on_conn_event(t, ev, now),
             }
@@ -96,6 +105,13 @@ impl Loop {
 
         if self.retrying > 0 {
             self.retry_listeners(now);
+        }
+        if !self.io.clients.resume.is_empty() {
+            self.resume_servers();
+        }
+        if self.extras.next_deadline().is_some_and(|t| t <= now) {
+            self.expire_connects(now);
+            self.stagger_races(now);
         }
         for _ in 0..self.ready_listeners.len() {
             let Some(index) = self.ready_listeners.pop_front() else { break };
@@ -279,7 +295,7 @@ impl Loop {
     // Servers
     // ----------------------------------------------------------------------------------
 
-    fn queue_listener(&mut self, index: usize) {
+    pub(crate) fn queue_listener(&mut self, index: usize) {
         if let Some(l) = self.listeners.get_mut(index).and_then(Option::as_mut)
             && !l.queued
         {
@@ -313,6 +329,11 @@ impl Loop {
                 break;
             }
             let (server, nodelay) = (l.server, l.nodelay);
+            if !self.io.clients.has_room(server) {
+                // Resumed by `resume_servers` once one of its connections ends.
+                break;
+            }
+            let Some(l) = self.listeners.get_mut(index).and_then(Option::as_mut) else { break };
             match l.socket.accept() {
                 Ok((s, peer)) => {
                     accepted += 1;
@@ -343,7 +364,7 @@ impl Loop {
         }
     }
 
-    fn adopt(&mut self, server: ServerId, nodelay: bool, s: TcpStream, peer: SocketAddr) {
+    fn adopt(&mut self, server: ServerId, nodelay: bool, sock: Sock, peer: Option<SocketAddr>) {
         let Some(entry) = self.servers.get_mut(server.0 as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -359,16 +380,22 @@ impl Loop {
                 return (self.hook)(ErrorReport::Callback(e));
             }
         };
-        let sock = Sock::Tcp(s);
         if nodelay {
             sock.set_nodelay();
         }
-        let mut extra = Extra::default().with_peername(peer).with_fd(sock.fd().as_raw_fd());
+        let mut extra = Extra::default().with_fd(sock.fd().as_raw_fd());
+        if let Some(peer) = peer {
+            extra = extra.with_peername(peer);
+        }
         if let Some(local) = sock.local_addr() {
             extra = extra.with_sockname(local);
         }
         let h = self.registry.insert_stream(protocol, extra).handle();
-        if let Err(error) = self.io.insert(h, sock, None) {
+        let inserted = self.io.insert(h, sock, None);
+        if inserted.is_ok() {
+            self.io.clients.add(server, h);
+        }
+        if let Err(error) = inserted {
             (self.hook)(ErrorReport::Setup { server, error });
             // Its socket is gone: the transport ends at once (connection_made, then
             // connection_lost), like a connection reset before it was served.
@@ -435,9 +462,20 @@ impl Loop {
         mut last: Option<io::Error>,
         now: Instant,
     ) {
+        if self.registry.transport(h.handle()).is_err() {
+            // Given up (connect timeout) while the name was being resolved.
+            return;
+        }
+        if let Some(list) = self.extras.addresses.remove(&h.handle()) {
+            addrs = list;
+        }
+        if addrs.len() > 1 && self.eyeballs_delay(h.handle()).is_some() {
+            return self.start_racing(h, addrs, now);
+        }
         addrs.reverse();
         while let Some(addr) = addrs.pop() {
-            let attempt = TcpStream::connect(addr)
+            let attempt = self
+                .open_tcp(h.handle(), addr)
                 .and_then(|s| self.io.insert(h.handle(), Sock::Tcp(s), Some(addrs.clone())));
             match attempt {
                 Ok(()) => return,
@@ -450,7 +488,7 @@ impl Loop {
         self.connect_failed(h, e.into(), now);
     }
 
-    fn finish_connect(&mut self, h: StreamHandle, now: Instant) {
+    pub(crate) fn finish_connect(&mut self, h: StreamHandle, now: Instant) {
         let nodelay = self.io.nodelay;
         let Some(c) = self.io.get_mut(h.handle()) else { return };
         let outcome = match c.sock.take_error() {
@@ -493,7 +531,7 @@ impl Loop {
         }
     }
 
-    fn connect_failed(&mut self, h: StreamHandle, err: ConnectionError, now: Instant) {
+    pub(crate) fn connect_failed(&mut self, h: StreamHandle, err: ConnectionError, now: Instant) {
         self.io.remove(h.handle());
         self.io.take_fallbacks(h.handle());
         self.outcome(h, Err(err.clone()));
@@ -503,6 +541,7 @@ impl Loop {
     }
 
     fn outcome(&mut self, h: StreamHandle, r: Result<(), ConnectionError>) {
+        self.connect_done(h.handle());
         if let Some((awaited, slot)) = &mut self.awaited
             && *awaited == h.handle()
         {

@@ -28,6 +28,24 @@ pub enum Error {
         /// Why (address in use, permission denied, …).
         error: io::Error,
     },
+    /// A Unix stream server could not listen on its name.
+    #[error("cannot listen on Unix socket {name}: {error}")]
+    UnixBind {
+        /// The path or abstract name.
+        name: crate::UnixName,
+        /// Why (a live server or a non-socket file there, no such directory, …).
+        error: io::Error,
+    },
+    /// [`Loop::connect_read_pipe`](crate::Loop::connect_read_pipe) /
+    /// [`connect_write_pipe`](crate::Loop::connect_write_pipe) was given a file descriptor
+    /// that is not a pipe, socket or character device (a regular file, say: it is always
+    /// "ready", so a loop cannot wait on it; asyncio raises `ValueError`). Read the file
+    /// with blocking I/O, or on a helper thread.
+    #[error("pipe transports are only for pipes, sockets and character devices, not {kind}")]
+    NotAPipe {
+        /// What the descriptor is ("a regular file", "a directory", …).
+        kind: &'static str,
+    },
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,
@@ -107,6 +125,15 @@ pub enum ErrorReport {
     },
     /// The registry dropped errors because the queue was full before the hook ran.
     Dropped(u64),
+    /// A foreign fd of [`add_reader`](crate::Loop::add_reader) /
+    /// [`add_writer`](crate::Loop::add_writer) could not be re-armed — usually it was
+    /// closed before its callbacks were removed. Its callbacks were dropped.
+    Watch {
+        /// The fd.
+        fd: i32,
+        /// The poller's error.
+        error: io::Error,
+    },
 }
 
 impl std::fmt::Display for ErrorReport {
@@ -123,6 +150,9 @@ impl std::fmt::Display for ErrorReport {
                 write!(f, "driver error for {handle:?}: {error}")
             }
             ErrorReport::Dropped(n) => write!(f, "{n} loop errors were dropped"),
+            ErrorReport::Watch { fd, error } => {
+                write!(f, "cannot watch fd {fd} (closed before remove_reader?): {error}")
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use aioport::{
 use mio::{Events, Interest, Poll, Token};
 
 use crate::remote::{self, Command, LoopHandle};
-use crate::server::{Listener, ServerEntry};
+use crate::server::{ListenSocket, Listener, ServerEntry};
 use crate::sockets::{LISTENER_BIT, Sockets, WAKER};
 use crate::{Error, ErrorReport, Server, ServerId, ServerOptions};
 
@@ -27,10 +27,10 @@ thread_local! {
 }
 
 /// Marks this thread as running a loop until dropped (also on unwind).
-struct RunGuard;
+pub(crate) struct RunGuard;
 
 impl RunGuard {
-    fn enter() -> Result<RunGuard, Error> {
+    pub(crate) fn enter() -> Result<RunGuard, Error> {
         if RUNNING.with(|r| r.replace(true)) {
             return Err(Error::AlreadyRunning);
         }
@@ -76,6 +76,8 @@ pub struct Loop {
     /// The connection `create_connection` waits for, and its outcome once known.
     pub(crate) awaited: Option<(Handle, Option<Result<(), ConnectionError>>)>,
     pub(crate) dropped_seen: u64,
+    /// Part 2 state: connect options and deadlines, foreign fds, signals.
+    pub(crate) extras: crate::extras::Extras,
 }
 
 impl Loop {
@@ -110,6 +112,7 @@ impl Loop {
             hook: Box::new(|report| eprintln!("aioport-poll: {report}")),
             awaited: None,
             dropped_seen: 0,
+            extras: crate::extras::Extras::default(),
         })
     }
 
@@ -231,7 +234,11 @@ impl Loop {
     /// Listens on every address `addr` resolves to (asyncio's `create_server`): each
     /// accepted connection gets a protocol from `factory`. Port 0 picks a free port per
     /// address; [`Server::addrs`] tells which. A host name is resolved here, with std's
-    /// (blocking) resolver, before anything runs.
+    /// (blocking) resolver: `create_server` is setup, called before serving (asyncio's
+    /// caller also waits for it), and a listen address is almost always a literal or
+    /// `localhost` from `/etc/hosts`. While it resolves, this loop's other transports wait;
+    /// to add a server to a loop that is already busy, resolve the name first (on any
+    /// thread) and pass the address. Connects never resolve on the loop thread.
     ///
     /// # Errors
     ///
@@ -265,6 +272,7 @@ impl Loop {
             }
         }
         self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: indices }));
+        self.io.clients.add_server(id, options.connection_limit());
         Ok(Server { id, addrs: bound })
     }
 
@@ -274,34 +282,46 @@ impl Loop {
         addr: SocketAddr,
         options: ServerOptions,
     ) -> std::io::Result<(usize, SocketAddr)> {
-        let mut socket = options.bind(addr)?;
+        let socket = options.bind(addr)?;
         let local = socket.local_addr()?;
+        let index = self.add_listener(server, ListenSocket::Tcp(socket), options.nodelay_on())?;
+        Ok((index, local))
+    }
+
+    /// Registers a listening socket of `server`; its index in the listener table.
+    pub(crate) fn add_listener(
+        &mut self,
+        server: ServerId,
+        mut socket: ListenSocket,
+        nodelay: bool,
+    ) -> std::io::Result<usize> {
         let index = self.listeners.len();
         self.poll.registry().register(
-            &mut socket,
+            socket.source(),
             Token(LISTENER_BIT | index),
             Interest::READABLE,
         )?;
         self.listeners.push(Some(Listener {
             server,
             socket,
-            nodelay: options.nodelay_on(),
+            nodelay,
             queued: false,
             retry_at: None,
         }));
-        Ok((index, local))
+        Ok(index)
     }
 
-    fn drop_listener(&mut self, index: usize) {
+    pub(crate) fn drop_listener(&mut self, index: usize) {
         if let Some(mut l) = self.listeners.get_mut(index).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut l.socket);
+            let _ = self.poll.registry().deregister(l.socket.source());
             if l.retry_at.is_some() {
                 self.retrying -= 1;
             }
         }
     }
 
-    /// Closes a server: its listening sockets are closed, accepted connections go on.
+    /// Closes a server: its listening sockets are closed (a Unix server's socket file is
+    /// removed), accepted connections go on.
     /// False if it was already closed. Also [`Server::close`] and
     /// [`LoopHandle::close_server`].
     pub fn close_server(&mut self, id: ServerId) -> bool {

@@ -146,27 +146,65 @@
 //!   remained); [`Loop::reset`] forces a reset with `SO_LINGER` 0.
 //! * Other threads use a [`LoopHandle`]: `call_soon_threadsafe` and `stop` through a
 //!   bounded queue and one `eventfd` wake-up per batch.
+//! * **Servers in production.** A [`Server`] can [`close`](Server::close),
+//!   [`close_clients`](Server::close_clients), [`abort_clients`](Server::abort_clients)
+//!   and [`wait_closed`](Server::wait_closed) (bounded by the caller); the loop knows which
+//!   server accepted which connection. With [`ServerOptions::max_connections`] a server
+//!   stops calling `accept()` at its limit and resumes as soon as one of its connections
+//!   ends. Out of descriptors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), a listener pauses
+//!   for one second, as asyncio's does, and keeps serving what it has.
+//! * **Unix stream sockets** ([`Loop::create_unix_server`],
+//!   [`Loop::create_unix_connection`], [`UnixName`]): a stale socket file is removed
+//!   before binding (never a live one, never a non-socket file), the file is removed when
+//!   the server closes; abstract names on Linux.
+//! * **Pipes** ([`Loop::connect_read_pipe`], [`Loop::connect_write_pipe`]) take an
+//!   `OwnedFd` (pipe, FIFO, socket or tty), made non-blocking; a regular file is
+//!   [`Error::NotAPipe`]. The write end is watched for reading too, so a closed read end
+//!   ends the transport without a write (spec §13).
+//! * **Client sockets** ([`ConnectOptions`]): `local_addr`, `SO_KEEPALIVE`,
+//!   `IPV6_V6ONLY`, a connect timeout (resolution included), happy eyeballs (RFC 8305:
+//!   interleaved families, staggered attempts, first success wins, losers closed);
+//!   adopting sockets made elsewhere ([`Loop::create_connection_from`],
+//!   [`Loop::create_server_from`]); [`Loop::socket_fd`] for options this crate does not
+//!   wrap. Host names resolve on a helper thread that wakes the loop.
+//! * **Foreign fds** ([`Loop::add_reader`], [`Loop::add_writer`]): callbacks with a `Ctx`,
+//!   level-triggered like asyncio's (the fd is re-armed after each callback).
+//! * **Signals** ([`Loop::stop_on_signals`]): SIGINT/SIGTERM stop the running loop
+//!   cleanly, through signal-hook's self-pipe watched like any fd.
 //! * Scaling past one core: one loop per thread, each with a server on the same port with
 //!   [`ServerOptions::reuse_port`].
 //!
 //! This crate has no `unsafe` code: what mio lacks (`SO_REUSEPORT`, the backlog,
-//! `SO_LINGER`, `RLIMIT_NOFILE`, `SO_BROADCAST`, `SO_RCVBUF`, `recvfrom` with `MSG_TRUNC`,
-//! Unix autobind) comes from rustix's safe API.
+//! `SO_LINGER`, `RLIMIT_NOFILE`, socket options, `fstat`, non-blocking pipes, and for
+//! datagrams `SO_BROADCAST`, `SO_RCVBUF`, `recvfrom` with `MSG_TRUNC` and Unix autobind)
+//! comes from rustix's safe API, and signal handlers from signal-hook.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod clients;
+mod connect;
 mod datagram;
 mod driver;
 mod error;
 mod event_loop;
+mod extras;
+mod eyeballs;
+mod foreign;
+mod lifecycle;
+mod pipes;
 mod remote;
 mod server;
+pub mod signal;
 mod sockets;
 mod sys;
+mod unix;
 
+pub use connect::ConnectOptions;
 pub use datagram::{DatagramEndpoint, DatagramOptions};
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
+pub use foreign::FdCallback;
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use sys::raise_fd_limit;
+pub use unix::{UnixName, UnixServer};

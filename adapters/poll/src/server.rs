@@ -6,19 +6,22 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use aioport::Protocol;
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
+
+use crate::sockets::Sock;
 
 /// Builds a new protocol for every accepted connection (asyncio's `protocol_factory`).
 pub type ProtocolFactory = Box<dyn FnMut() -> Box<dyn Protocol>>;
 
 /// How [`Loop::create_server`](crate::Loop::create_server) listens. Defaults follow
 /// asyncio's `create_server` on Unix: backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` off,
-/// `TCP_NODELAY` on for accepted sockets.
+/// `TCP_NODELAY` on for accepted sockets, no connection limit.
 ///
 /// ```
 /// use aioport_poll::ServerOptions;
-/// let opts = ServerOptions::default().backlog(4096).reuse_port(true);
+/// let opts = ServerOptions::default().backlog(4096).reuse_port(true).max_connections(Some(10_000));
 /// assert_eq!(opts.backlog_len(), 4096);
+/// assert_eq!(opts.connection_limit(), Some(10_000));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -26,11 +29,20 @@ pub struct ServerOptions {
     reuse_address: bool,
     reuse_port: bool,
     nodelay: bool,
+    max_connections: Option<usize>,
+    ipv6_only: bool,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { backlog: 100, reuse_address: true, reuse_port: false, nodelay: true }
+        ServerOptions {
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+            nodelay: true,
+            max_connections: None,
+            ipv6_only: true,
+        }
     }
 }
 
@@ -64,6 +76,29 @@ impl ServerOptions {
         self
     }
 
+    /// At most this many accepted connections open at once (`None`: no limit, the
+    /// default). At the limit the server stops calling `accept()` — new clients wait in
+    /// the kernel's backlog — and resumes as soon as one of its connections ends.
+    #[must_use]
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// `IPV6_V6ONLY` on IPv6 listeners: on by default (as asyncio sets it), so `::` and
+    /// `0.0.0.0` can listen on one port side by side. Off, a listener on `::` also accepts
+    /// IPv4 clients (as IPv4-mapped addresses, `::ffff:a.b.c.d`).
+    #[must_use]
+    pub fn ipv6_only(mut self, on: bool) -> Self {
+        self.ipv6_only = on;
+        self
+    }
+
+    /// The configured connection limit.
+    pub fn connection_limit(&self) -> Option<usize> {
+        self.max_connections
+    }
+
     /// The configured backlog.
     pub fn backlog_len(&self) -> u32 {
         self.backlog
@@ -74,8 +109,18 @@ impl ServerOptions {
     }
 
     pub(crate) fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        let l = crate::sys::tcp_listener(addr, self.backlog, self.reuse_address, self.reuse_port)?;
+        let l = crate::sys::tcp_listener(
+            addr,
+            self.backlog,
+            self.reuse_address,
+            self.reuse_port,
+            self.ipv6_only,
+        )?;
         Ok(TcpListener::from_std(l))
+    }
+
+    pub(crate) fn backlog_i32(&self) -> i32 {
+        i32::try_from(self.backlog).unwrap_or(i32::MAX)
     }
 }
 
@@ -91,7 +136,9 @@ impl ServerId {
 }
 
 /// A listening server (asyncio's `Server`): its bound addresses, and a way to stop
-/// listening. Closing a server stops accepting; connections already accepted go on.
+/// listening. Closing a server stops accepting; connections already accepted go on until
+/// [`close_clients`](Self::close_clients) / [`abort_clients`](Self::abort_clients);
+/// [`wait_closed`](Self::wait_closed) runs the loop until they have all ended.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Server {
     pub(crate) id: ServerId,
@@ -121,6 +168,40 @@ impl Server {
     pub fn close(&self, lp: &mut crate::Loop) -> bool {
         lp.close_server(self.id)
     }
+
+    /// True until the server is closed (asyncio's `is_serving`); also while accepting is
+    /// paused at the connection limit or after running out of file descriptors.
+    pub fn is_serving(&self, lp: &crate::Loop) -> bool {
+        lp.is_serving(self.id)
+    }
+
+    /// See [`Loop::wait_closed`](crate::Loop::wait_closed).
+    ///
+    /// # Errors
+    ///
+    /// As [`Loop::wait_closed`](crate::Loop::wait_closed).
+    pub fn wait_closed(
+        &self,
+        lp: &mut crate::Loop,
+        timeout: std::time::Duration,
+    ) -> Result<(), crate::Error> {
+        lp.wait_closed(self.id, timeout)
+    }
+
+    /// See [`Loop::close_clients`](crate::Loop::close_clients).
+    pub fn close_clients(&self, lp: &mut crate::Loop) -> usize {
+        lp.close_clients(self.id)
+    }
+
+    /// See [`Loop::abort_clients`](crate::Loop::abort_clients).
+    pub fn abort_clients(&self, lp: &mut crate::Loop) -> usize {
+        lp.abort_clients(self.id)
+    }
+
+    /// How many connections this server accepted that are still open.
+    pub fn connections(&self, lp: &crate::Loop) -> usize {
+        lp.server_connections(self.id)
+    }
 }
 
 impl fmt::Debug for Server {
@@ -129,10 +210,41 @@ impl fmt::Debug for Server {
     }
 }
 
+/// A listening socket: TCP, or Unix stream (with its socket file, removed when this is
+/// dropped — asyncio 3.13's `cleanup_socket` — unless something else replaced it).
+#[derive(Debug)]
+pub(crate) enum ListenSocket {
+    Tcp(TcpListener),
+    Unix {
+        listener: UnixListener,
+        /// Kept for its `Drop`.
+        _file: Option<crate::unix::BoundFile>,
+    },
+}
+
+impl ListenSocket {
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            ListenSocket::Tcp(l) => l,
+            ListenSocket::Unix { listener, .. } => listener,
+        }
+    }
+
+    /// One `accept()`: the socket and, for TCP, the peer's address.
+    pub(crate) fn accept(&self) -> io::Result<(Sock, Option<SocketAddr>)> {
+        match self {
+            ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| (Sock::Tcp(s), Some(peer))),
+            ListenSocket::Unix { listener, .. } => {
+                listener.accept().map(|(s, _)| (Sock::Unix(s), None))
+            }
+        }
+    }
+}
+
 /// One listening socket of a server.
 pub(crate) struct Listener {
     pub(crate) server: ServerId,
-    pub(crate) socket: TcpListener,
+    pub(crate) socket: ListenSocket,
     pub(crate) nodelay: bool,
     /// In the loop's ready list (its last batch ended before `WouldBlock`).
     pub(crate) queued: bool,

@@ -14,11 +14,22 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use aioport::{Handle, Io};
 use mio::net::{TcpStream, UnixStream};
+use mio::unix::pipe;
 use mio::{Interest, Token};
+
+use crate::clients::Clients;
 
 /// Tokens with this bit set name listeners; the waker has `Token(usize::MAX)`.
 pub(crate) const LISTENER_BIT: usize = 1 << 62;
 pub(crate) const WAKER: Token = Token(usize::MAX);
+/// The signal pipe of `stop_on_signals`.
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
+/// Foreign fds of `add_reader` / `add_writer`: both bits, then the fd (matched before
+/// listeners; connection tokens never have bit 62).
+pub(crate) const FOREIGN_BIT: usize = LISTENER_BIT | (1 << 61);
+/// Happy-eyeballs connect attempts: bits 62 and 60, then an attempt number (matched after
+/// foreign fds, before listeners).
+pub(crate) const RACE_BITS: usize = LISTENER_BIT | (1 << 60);
 
 /// A connection's token: the handle's index and (most of) its generation, so an event for
 /// a closed socket whose slot was reused in the same wait is recognised and dropped.
@@ -26,11 +37,14 @@ pub(crate) fn token(h: Handle) -> Token {
     Token(h.index() as usize | ((h.generation() as usize & 0x3fff_ffff) << 32))
 }
 
-/// A connected stream socket.
+/// A connected stream socket, or one end of a pipe (`connect_read_pipe` /
+/// `connect_write_pipe`: a pipe, a socket or a tty, made non-blocking).
 #[derive(Debug)]
 pub(crate) enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    PipeRead(pipe::Receiver),
+    PipeWrite(pipe::Sender),
 }
 
 impl Sock {
@@ -38,6 +52,8 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s,
             Sock::Unix(s) => s,
+            Sock::PipeRead(p) => p,
+            Sock::PipeWrite(p) => p,
         }
     }
 
@@ -45,6 +61,8 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.as_fd(),
             Sock::Unix(s) => s.as_fd(),
+            Sock::PipeRead(p) => p.as_fd(),
+            Sock::PipeWrite(p) => p.as_fd(),
         }
     }
 
@@ -52,6 +70,10 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
+            Sock::PipeRead(p) => p.read(buf),
+            // The core never reads the write end of a pipe (readability there means the
+            // read end closed).
+            Sock::PipeWrite(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -63,6 +85,9 @@ impl Sock {
             (Sock::Tcp(s), _) => s.write_vectored(bufs),
             (Sock::Unix(s), [one]) => s.write(one),
             (Sock::Unix(s), _) => s.write_vectored(bufs),
+            (Sock::PipeWrite(p), [one]) => p.write(one),
+            (Sock::PipeWrite(p), _) => p.write_vectored(bufs),
+            (Sock::PipeRead(_), _) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -70,6 +95,8 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.shutdown(how),
             Sock::Unix(s) => s.shutdown(how),
+            // A write pipe's `write_eof` is a close (spec §4.4): nothing to shut down.
+            Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(()),
         }
     }
 
@@ -79,13 +106,14 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.peer_addr().map(Some),
             Sock::Unix(s) => s.peer_addr().map(|_| None),
+            Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(None),
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.local_addr().ok(),
-            Sock::Unix(_) => None,
+            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) => None,
         }
     }
 
@@ -100,6 +128,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.take_error(),
             Sock::Unix(s) => s.take_error(),
+            Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(None),
         }
     }
 }
@@ -137,6 +166,8 @@ pub(crate) struct Sockets {
     pub(crate) nodelay: bool,
     /// The datagram endpoints (`datagram.rs`).
     pub(crate) dgram: crate::datagram::DatagramSockets,
+    /// Which server accepted which connection (server lifecycle, max connections).
+    pub(crate) clients: Clients,
 }
 
 impl Sockets {
@@ -148,6 +179,7 @@ impl Sockets {
             recv_calls: 0,
             nodelay: true,
             dgram: Default::default(),
+            clients: Clients::default(),
         }
     }
 
@@ -181,6 +213,10 @@ impl Sockets {
         Ok(())
     }
 
+    pub(crate) fn get(&self, h: Handle) -> Option<&Conn> {
+        self.slots.get(h.index() as usize)?.as_ref().filter(|c| c.handle == h)
+    }
+
     pub(crate) fn get_mut(&mut self, h: Handle) -> Option<&mut Conn> {
         self.slots.get_mut(h.index() as usize)?.as_mut().filter(|c| c.handle == h)
     }
@@ -206,6 +242,7 @@ impl Sockets {
         // Closing the fd would remove it from the epoll set too; deregistering first is
         // what mio asks for.
         let _ = self.registry.deregister(conn.sock.source());
+        self.clients.remove(h);
         Some(conn)
     }
 }

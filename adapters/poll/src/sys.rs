@@ -13,13 +13,15 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// A non-blocking, close-on-exec TCP listener bound to `addr`.
 ///
-/// IPv6 listeners are `IPV6_V6ONLY`, so binding `::` and `0.0.0.0` on one port works, as in
-/// asyncio (which sets it whenever it binds an IPv6 address).
+/// IPv6 listeners are `IPV6_V6ONLY` unless `ipv6_only` is false, so binding `::` and
+/// `0.0.0.0` on one port works, as in asyncio (which sets it whenever it binds an IPv6
+/// address).
 pub(crate) fn tcp_listener(
     addr: SocketAddr,
     backlog: u32,
     reuse_address: bool,
     reuse_port: bool,
+    ipv6_only: bool,
 ) -> io::Result<std::net::TcpListener> {
     let family = if addr.is_ipv6() { AddressFamily::INET6 } else { AddressFamily::INET };
     let fd = rustix::net::socket_with(
@@ -35,7 +37,7 @@ pub(crate) fn tcp_listener(
         sockopt::set_socket_reuseport(&fd, true)?;
     }
     if addr.is_ipv6() {
-        sockopt::set_ipv6_v6only(&fd, true)?;
+        sockopt::set_ipv6_v6only(&fd, ipv6_only)?;
     }
     rustix::net::bind(&fd, &addr)?;
     // The kernel caps the backlog at net.core.somaxconn.
