@@ -222,6 +222,7 @@ mod protocol;
 mod registry;
 mod send_queue;
 pub mod stream;
+pub mod subprocess;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(feature = "tls")]
@@ -236,7 +237,7 @@ pub use extra::Extra;
 pub use flow::{FlowControl, FlowEdge};
 pub use handle::{
     AnyStreamHandle, DatagramHandle, FlowHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle,
-    TransportHandle, WriteHandle, WritePipeHandle,
+    SubprocessHandle, TransportHandle, WriteHandle, WritePipeHandle,
 };
 pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
@@ -247,3 +248,6 @@ pub use registry::{
 };
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};
+pub use subprocess::{
+    ExitStatus, SignalError, SubprocessPipes, SubprocessProtocol, SubprocessTransport, signal,
+};
