@@ -300,13 +300,16 @@ impl ProcessSim {
         self.child(h).ignore_signals = ignore;
     }
 
-    /// The child writes `data` to fd 1 or 2. False when the loop closed its end (the
-    /// child would get `EPIPE`); nothing is written then.
+    /// The child writes `data` to fd 1 or 2. False when that fd is not a pipe to the
+    /// loop, or the loop closed its end (the child would get `EPIPE`), or the child is
+    /// gone; the loop receives nothing then.
     pub fn child_write(&mut self, h: SubprocessHandle, fd: u32, data: &[u8]) -> bool {
         let c = self.child(h);
         let fd = fd as usize;
         assert!(fd == 1 || fd == 2, "a child writes to fd 1 or 2");
-        if c.parent_closed[fd] || c.out_closed[fd] || c.status.is_some() && !c.grandchild {
+        let piped = if fd == 1 { c.pipes.stdout.is_some() } else { c.pipes.stderr.is_some() };
+        if !piped || c.parent_closed[fd] || c.out_closed[fd] || c.status.is_some() && !c.grandchild
+        {
             return false;
         }
         c.out[fd].extend(data);
@@ -381,6 +384,11 @@ impl ProcessSim {
             c.close_ends();
         }
         self.run();
+    }
+
+    /// How the child ended, once it did (what the driver reports).
+    pub fn exit_status(&mut self, h: SubprocessHandle) -> Option<ExitStatus> {
+        self.child(h).status
     }
 
     /// The signals the child received, in order.
