@@ -30,6 +30,7 @@ use mio::net::{TcpStream, UnixStream};
 use rustix::io::Errno;
 
 use crate::event_loop::Loop;
+use crate::process::PROCESS_BIT;
 use crate::remote::{Command, REMOTE_QUEUE_CAPACITY};
 use crate::sockets::{LISTENER_BIT, Sock, WAKER};
 use crate::{ErrorReport, ServerId};
@@ -89,6 +90,9 @@ impl Loop {
             match ev.token() {
                 WAKER => self.on_wake(now),
                 Token(t) if t & LISTENER_BIT != 0 => self.queue_listener(t & !LISTENER_BIT),
+                t if t.0 & PROCESS_BIT != 0 && self.io.procs.owns(t) => {
+                    self.on_process_event(t, ev, now);
+                }
                 t => self.on_conn_event(t, ev, now),
             }
         }
@@ -135,7 +139,7 @@ impl Loop {
 
     /// Serves one connection: flush, then read while readable and wanted.
     fn serve(&mut self, h: Handle, now: Instant) {
-        let Some(c) = self.io.get_mut(h) else { return };
+        let Some(c) = self.io.get_mut(h) else { return self.serve_pipe(h, now) };
         c.queued = false;
         let (readable, writable) = (c.readable, c.writable);
         let Ok(mut interest) = self.registry.interest(h) else { return };
@@ -212,6 +216,11 @@ impl Loop {
                     && ((c.readable && i.read) || (c.writable && i.write) || c.error)
                 {
                     c.queued = true;
+                    self.ready.push_back(h);
+                } else if !self.io.procs.is_empty()
+                    && let Ok(i) = self.registry.interest(h)
+                    && self.io.procs.wants_service(h, i.read, i.write)
+                {
                     self.ready.push_back(h);
                 }
             }

@@ -44,6 +44,15 @@ pub enum Error {
     /// its condition held.
     #[error("timed out before the condition held")]
     TimedOut,
+    /// [`Loop::subprocess_exec`](crate::Loop::subprocess_exec) could not start the
+    /// program; the protocol was dropped without a callback.
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        /// The program.
+        program: std::ffi::OsString,
+        /// Why (not found, permission denied, out of descriptors, no pidfd support).
+        error: io::Error,
+    },
     /// The poller itself failed (`epoll_wait` or `epoll_ctl` with an error other than
     /// `EINTR`).
     #[error("poller failed: {0}")]

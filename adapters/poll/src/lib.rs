@@ -91,6 +91,7 @@
 mod driver;
 mod error;
 mod event_loop;
+mod process;
 mod remote;
 mod server;
 mod sockets;
@@ -98,6 +99,7 @@ mod sys;
 
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
+pub use process::{Stdio, SubprocessOptions};
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use sys::raise_fd_limit;

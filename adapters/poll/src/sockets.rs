@@ -135,6 +135,9 @@ pub(crate) struct Sockets {
     /// `try_recv` calls so far: the loop stops calling `on_readable` when one made none.
     pub(crate) recv_calls: u64,
     pub(crate) nodelay: bool,
+    /// Children and their pipes (`process.rs`): `Io` calls for handles that are not
+    /// sockets go there.
+    pub(crate) procs: crate::process::Procs,
 }
 
 impl Sockets {
@@ -145,6 +148,7 @@ impl Sockets {
             registry,
             recv_calls: 0,
             nodelay: true,
+            procs: crate::process::Procs::default(),
         }
     }
 
@@ -213,7 +217,7 @@ fn not_open() -> io::Error {
 
 impl Io for Sockets {
     fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let Some(c) = self.get_mut(h) else { return self.procs.try_send(h, bufs) };
         if !c.writable {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -238,7 +242,7 @@ impl Io for Sockets {
 
     fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_calls += 1;
-        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let Some(c) = self.get_mut(h) else { return self.procs.try_recv(h, buf) };
         if !c.readable {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -268,6 +272,12 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
-        self.remove(h);
+        if self.remove(h).is_none() {
+            self.procs.close(h);
+        }
+    }
+
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        self.procs.send_signal(h, sig)
     }
 }
