@@ -119,10 +119,10 @@ fn ordering_rules_hold(case: Case) -> TestResult {
             Op::IgnoreSignals(on) => s.ignore_signals(p, on),
             Op::Write(len) => {
                 let data = fill(len, i);
-                if let Some(stdin) = pipes.stdin {
-                    if s.enter(|ctx| ctx.write_slice(stdin, &data)).is_ok() {
-                        stdin_sent.extend_from_slice(&data);
-                    }
+                if let Some(stdin) = pipes.stdin
+                    && s.enter(|ctx| ctx.write_slice(stdin, &data)).is_ok()
+                {
+                    stdin_sent.extend_from_slice(&data);
                 }
             }
             Op::WriteEof => {
@@ -199,10 +199,10 @@ fn ordering_rules_hold(case: Case) -> TestResult {
             })
             .flatten()
             .collect();
-        if let Some(&l) = lost.first() {
-            if ev[l..].iter().any(|e| matches!(e, Event::PipeData(f, _) if *f == fd)) {
-                return fail(&format!("data on fd {fd} after its pipe_connection_lost"));
-            }
+        if let Some(&l) = lost.first()
+            && ev[l..].iter().any(|e| matches!(e, Event::PipeData(f, _) if *f == fd))
+        {
+            return fail(&format!("data on fd {fd} after its pipe_connection_lost"));
         }
         let all = &written[fd as usize];
         let ok = if user_closed[fd as usize] { all.starts_with(&got) } else { *all == got };

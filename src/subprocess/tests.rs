@@ -10,12 +10,13 @@ use crate::testing::{Event, ProcessSim};
 use crate::*;
 
 type Hook = Box<dyn FnMut(&mut Ctx<'_>) -> CallbackResult>;
+type DataHook = Box<dyn FnMut(&mut Ctx<'_>, u32, &[u8]) -> CallbackResult>;
 
 /// A protocol whose callbacks run the test's closures.
 #[derive(Default)]
 struct Hooks {
     made: Option<Hook>,
-    data: Option<Box<dyn FnMut(&mut Ctx<'_>, u32, &[u8]) -> CallbackResult>>,
+    data: Option<DataHook>,
     exited: Option<Hook>,
     lost: Option<Hook>,
 }
@@ -35,8 +36,13 @@ impl SubprocessProtocol for Hooks {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // test base time; the core itself never reads it
+fn start() -> Instant {
+    Instant::now()
+}
+
 fn sim() -> ProcessSim {
-    ProcessSim::new(Instant::now())
+    ProcessSim::new(start())
 }
 
 const ALL: [bool; 3] = [true, true, true];
@@ -377,7 +383,7 @@ fn a_panicking_protocol_is_dropped_and_its_child_killed() {
 
 #[test]
 fn driver_misuse_is_a_typed_error() {
-    let now = Instant::now();
+    let now = start();
     let mut reg = Registry::new(now);
     struct NoIo;
     impl Io for NoIo {
@@ -421,7 +427,7 @@ fn driver_misuse_is_a_typed_error() {
 
 #[test]
 fn a_failed_spawn_removes_the_process_and_its_pipes_silently() {
-    let now = Instant::now();
+    let now = start();
     let mut reg = Registry::new(now);
     let pipes = reg.insert_subprocess(Box::new(Hooks::default()), ALL, Extra::default());
     assert_eq!(reg.len(), 4);

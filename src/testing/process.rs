@@ -463,22 +463,22 @@ impl ProcessSim {
         let mut moved = false;
         for i in 0..self.io.children.len() {
             let c = &mut self.io.children[i];
-            if let Some(sig) = c.dying.take() {
-                if c.status.is_none() {
-                    c.status = Some(ExitStatus::Signaled(sig));
-                    c.close_ends();
-                }
+            if let Some(sig) = c.dying.take()
+                && c.status.is_none()
+            {
+                c.status = Some(ExitStatus::Signaled(sig));
+                c.close_ends();
             }
             let c = &self.io.children[i];
             let (process, pipes) = (c.pipes.process, c.pipes);
-            if let (Some(status), false) = (c.status, c.exit_reported) {
-                if self.reg.subprocess(process).is_ok_and(|t| t.pid().is_some()) {
-                    self.io.children[i].exit_reported = true;
-                    self.reg
-                        .handle_exited(process, status, self.now, &mut self.io)
-                        .expect("exit reported once");
-                    moved = true;
-                }
+            if let (Some(status), false) = (c.status, c.exit_reported)
+                && self.reg.subprocess(process).is_ok_and(|t| t.pid().is_some())
+            {
+                self.io.children[i].exit_reported = true;
+                self.reg
+                    .handle_exited(process, status, self.now, &mut self.io)
+                    .expect("exit reported once");
+                moved = true;
             }
             let fds: [Option<Handle>; 3] = [
                 pipes.stdin.map(Into::into),
