@@ -78,13 +78,17 @@
 //!   retried; reset and `EPIPE` end the connection with `connection_lost(Some(..))`.
 //! * `abort()` closes without flushing (the peer sees EOF, or a reset if unread data
 //!   remained); [`Loop::reset`] forces a reset with `SO_LINGER` 0.
+//! * Child processes ([`Loop::subprocess_exec`], [`Loop::subprocess_shell`]): their pipes
+//!   share the readiness cache; the exit is seen through a pidfd and reaped with
+//!   `waitid(P_PIDFD)` — no `SIGCHLD` handler, no `waitpid(-1)`; children still running
+//!   when the loop is dropped are killed and reaped. Linux 5.3 or later.
 //! * Other threads use a [`LoopHandle`]: `call_soon_threadsafe` and `stop` through a
 //!   bounded queue and one `eventfd` wake-up per batch.
 //! * Scaling past one core: one loop per thread, each with a server on the same port with
 //!   [`ServerOptions::reuse_port`].
 //!
 //! This crate has no `unsafe` code: what mio lacks (`SO_REUSEPORT`, the backlog,
-//! `SO_LINGER`, `RLIMIT_NOFILE`) comes from rustix's safe API.
+//! `SO_LINGER`, `RLIMIT_NOFILE`, pidfds) comes from rustix's safe API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
