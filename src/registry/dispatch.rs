@@ -538,13 +538,17 @@ impl Core {
         fatal: bool,
         io: &mut dyn Io,
     ) -> Option<T> {
+        let r = r?;
+        if let Ok(Ok(v)) = r {
+            return Some(v);
+        }
         // A pipe's callbacks belong to its subprocess's protocol: never fatal to the pipe.
         let (h, fatal) = match self.callee(h) {
             Some(owner) => (owner, false),
             None => (h, fatal),
         };
-        match r? {
-            Ok(Ok(v)) => Some(v),
+        match r {
+            Ok(Ok(_)) => None,
             Ok(Err(e)) if fatal => {
                 self.fatal(h, callback, e, io);
                 None

@@ -672,10 +672,12 @@ impl Loop {
                 self.ready.push_back(h);
                 break;
             }
+            let before = self.io.recv_calls;
             let r = self.registry.on_readable(h, now, &mut self.io);
             let failed = r.is_err();
             self.report_process(h, r);
-            if failed || stdin {
+            // No read made (the core holds data back): wait for a change, never spin.
+            if failed || stdin || self.io.recv_calls == before {
                 break;
             }
         }
