@@ -53,6 +53,11 @@ pub enum Error {
         /// Why (not found, permission denied, out of descriptors, no pidfd support).
         error: io::Error,
     },
+    /// [`Loop::wait_subprocess`](crate::Loop::wait_subprocess) was given a handle whose
+    /// transport is gone (its `connection_lost` was delivered: read the return code in
+    /// `process_exited`) or that names no subprocess.
+    #[error("no such subprocess: {0}")]
+    NoSuchProcess(aioport::HandleError),
     /// The poller itself failed (`epoll_wait` or `epoll_ctl` with an error other than
     /// `EINTR`).
     #[error("poller failed: {0}")]

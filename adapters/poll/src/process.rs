@@ -19,15 +19,17 @@
 //! [`Io`](aioport::Io) calls for handles it does not own), so it can later share code with
 //! the loop's other pipe transports.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use aioport::{ExitStatus, Extra, Handle, SubprocessHandle, SubprocessProtocol};
+use aioport::{ExitStatus, Extra, Handle, HandleError, SubprocessHandle, SubprocessProtocol};
 use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::unix::pipe::{self, Receiver, Sender};
@@ -199,6 +201,8 @@ pub(crate) struct Procs {
     children: HashMap<Handle, ChildProc>,
     tokens: HashMap<Token, Handle>,
     registry: Option<mio::Registry>,
+    /// `wait_subprocess` calls in progress: filled when the child is reaped.
+    waiters: Vec<(Handle, Rc<Cell<Option<ExitStatus>>>)>,
 }
 
 fn not_open() -> io::Error {
@@ -355,6 +359,9 @@ impl Procs {
         };
         c.reaped = true;
         self.tokens.remove(&c.token);
+        for (_, cell) in self.waiters.iter().filter(|(w, _)| *w == h) {
+            cell.set(Some(status));
+        }
         if let Some(registry) = &self.registry {
             let _ = registry.deregister(&mut SourceFd(&c.pidfd.as_raw_fd()));
         }
@@ -618,6 +625,38 @@ impl Loop {
         // The child may have exited before its pidfd was registered: the pidfd is
         // readable then, and epoll reports it at the first wait.
         Ok(h)
+    }
+
+    /// Runs the loop until the child of `h` has exited and returns its return code
+    /// (asyncio's `await proc.wait()`): the exit code, or the negative number of the
+    /// signal that killed it. It resolves at the exit — a grandchild that keeps stdout
+    /// open does not delay it — and at once if the exit is already known. Other
+    /// transports are served meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchProcess`] when the transport is already gone (its
+    /// `connection_lost` was delivered); [`Error::TimedOut`] when the child did not exit
+    /// within `timeout` (or the loop was stopped first); [`Error::AlreadyRunning`];
+    /// [`Error::Io`].
+    pub fn wait_subprocess(
+        &mut self,
+        h: SubprocessHandle,
+        timeout: Duration,
+    ) -> Result<i32, Error> {
+        let known = match self.registry.subprocess(h) {
+            Ok(t) => t.returncode(),
+            Err(_) => return Err(Error::NoSuchProcess(HandleError::Stale)),
+        };
+        if let Some(code) = known {
+            return Ok(code);
+        }
+        let cell = Rc::new(Cell::new(None));
+        self.io.procs.waiters.push((h.handle(), cell.clone()));
+        let r = self.run_until_timeout(|| cell.get().is_some(), timeout);
+        self.io.procs.waiters.retain(|(_, c)| !Rc::ptr_eq(c, &cell));
+        r?;
+        cell.get().map(ExitStatus::returncode).ok_or(Error::TimedOut)
     }
 
     fn report_process(&mut self, h: Handle, r: Result<(), aioport::DriverError>) {

@@ -181,6 +181,7 @@ fn kill_is_minus_9_and_terminate_minus_15() {
         // `exec` so the signal reaches sleep itself, not a shell waiting for it.
         let (h, s) = sh(&mut lp, "exec sleep 30", SubprocessOptions::default());
         lp.with(|ctx| if sig == 9 { ctx.kill(h) } else { ctx.terminate(h) }).unwrap();
+        assert_eq!(lp.wait_subprocess(h, LIMIT).unwrap(), code);
         run_until_lost(&mut lp, &s);
         assert_eq!(s.borrow().returncode, Some(code));
     }
@@ -229,9 +230,12 @@ fn a_child_that_closes_stdout_but_keeps_running() {
 fn a_grandchild_holding_stdout_does_not_delay_the_exit_status() {
     let _serial = serial();
     let mut lp = new_loop();
-    let (_, s) = sh(&mut lp, "sleep 30 & echo $!; exit 5", SubprocessOptions::default());
-    lp.run_until_timeout(|| s.borrow().returncode.is_some(), LIMIT).unwrap();
+    let (h, s) = sh(&mut lp, "sleep 30 & echo $!; exit 5", SubprocessOptions::default());
+    // asyncio's `await proc.wait()`: resolves at the exit, with stdout still open.
+    assert_eq!(lp.wait_subprocess(h, LIMIT).unwrap(), 5);
     assert_eq!(s.borrow().returncode, Some(5));
+    // Known now: answered without running the loop.
+    assert_eq!(lp.wait_subprocess(h, Duration::ZERO).unwrap(), 5);
     assert!(!s.borrow().lost, "stdout is still open in the grandchild");
     let pid: i32 = String::from_utf8(s.borrow().out.clone()).unwrap().trim().parse().unwrap();
     // End the grandchild (ours to clean up), which closes stdout.
@@ -239,6 +243,8 @@ fn a_grandchild_holding_stdout_does_not_delay_the_exit_status() {
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     run_until_lost(&mut lp, &s);
     assert_ordering(&s.borrow().events, &[0, 1, 2]);
+    let r = lp.wait_subprocess(h, LIMIT);
+    assert!(matches!(r, Err(aioport_poll::Error::NoSuchProcess(_))), "{r:?}");
 }
 
 #[test]
