@@ -85,17 +85,8 @@ impl Core {
                 // delivered (`release_pipes`).
                 return;
             }
-            if let Some(new) = entry.swap.take() {
-                let old = entry.protocol.replace(new);
-                match &mut entry.transport {
-                    Transport::Stream(t) => t.protocol_swapped(),
-                    Transport::Datagram(t) => t.protocol_swapped(),
-                    Transport::Subprocess(_) => {}
-                }
-                if let Some(old) = old {
-                    self.drop_protocol(h, old);
-                }
-                self.reread_timer(h, io);
+            if entry.swap.is_some() {
+                self.apply_swap(h, io);
                 continue;
             }
             let Ok(entry) = self.entry_mut(h) else { return };
@@ -127,6 +118,31 @@ impl Core {
                 return;
             }
         }
+    }
+
+    /// Installs the replacement protocol `set_protocol` left for `h`, if any.
+    fn apply_swap(&mut self, h: Handle, io: &mut dyn Io) {
+        let Ok(entry) = self.entry_mut(h) else { return };
+        let Some(new) = entry.swap.take() else { return };
+        let old = entry.protocol.replace(new);
+        let mut stdin = None;
+        match &mut entry.transport {
+            Transport::Stream(t) => t.protocol_swapped(),
+            Transport::Datagram(t) => t.protocol_swapped(),
+            // The stdin pipe's flow callbacks go to the new protocol: it hears
+            // pause_writing first if stdin is paused (gh-109051).
+            Transport::Subprocess(t) => stdin = t.pipe(0),
+        }
+        if let Some(old) = old {
+            self.drop_protocol(h, old);
+        }
+        if let Some(p) = stdin
+            && let Ok(Some(t)) = self.entry_mut(p).map(Entry::stream)
+        {
+            t.protocol_swapped();
+            self.touch(p.index());
+        }
+        self.reread_timer(h, io);
     }
 
     /// Takes the protocol out of its slot, calls it with a `Ctx`, puts it back.
@@ -174,6 +190,11 @@ impl Core {
         trace: Option<Trace<'_>>,
         call: impl FnOnce(&mut AnyProtocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
     ) -> Option<Invoked<T>> {
+        if self.entry(owner).ok()?.swap.is_some() {
+            // A replacement the subprocess's protocol asked for applies to its pipes' next
+            // callback too.
+            self.apply_swap(owner, io);
+        }
         let entry = self.entry_mut(owner).ok()?;
         if entry.poisoned {
             return None;

@@ -360,6 +360,23 @@ impl Ctx<'_> {
         self.core.signal_subprocess(h.handle(), sig, self.io)
     }
 
+    /// Replaces the subprocess's protocol after the current callback, with the rules of
+    /// [`set_protocol`](Self::set_protocol): its pipes' callbacks go to the new one too,
+    /// which hears `pause_writing` first if stdin is paused.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError`].
+    pub fn set_subprocess_protocol(
+        &mut self,
+        h: SubprocessHandle,
+        protocol: Box<dyn SubprocessProtocol>,
+    ) -> Result<(), HandleError> {
+        self.checked(h.handle(), TransportKind::Subprocess)?;
+        self.core.set_swap(h.handle(), AnyProtocol::Subprocess(protocol));
+        Ok(())
+    }
+
     /// `send_signal(SIGTERM)`: the return code becomes −15 if the child dies of it.
     ///
     /// # Errors

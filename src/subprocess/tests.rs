@@ -435,3 +435,58 @@ fn a_failed_spawn_removes_the_process_and_its_pipes_silently() {
     assert!(reg.is_empty());
     assert_eq!(reg.subprocess(pipes.process).err(), Some(DriverError::StaleHandle));
 }
+
+/// Logs the flow and pipe callbacks it gets.
+struct Logged(&'static str, Rc<RefCell<Vec<String>>>);
+
+impl SubprocessProtocol for Logged {
+    fn pause_writing(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
+        self.1.borrow_mut().push(format!("{} pause", self.0));
+        Ok(())
+    }
+    fn pipe_data_received(&mut self, _: &mut Ctx<'_>, fd: u32, d: &[u8]) -> CallbackResult {
+        self.1.borrow_mut().push(format!("{} {fd}:{}", self.0, String::from_utf8_lossy(d)));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_replaced_protocol_gets_the_pipes_callbacks() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut s = sim();
+    let p = s.spawn(Logged("old", log.clone()), ALL);
+    s.child_write(p, 1, b"a");
+    let new = Box::new(Logged("new", log.clone()));
+    s.enter(|ctx| ctx.set_subprocess_protocol(p, new)).unwrap();
+    s.child_write(p, 2, b"b");
+    assert_eq!(*log.borrow(), ["old 1:a", "new 2:b"]);
+}
+
+#[test]
+fn a_replaced_protocol_hears_pause_writing_first_when_stdin_is_paused_gh_109051() {
+    /// stdin refuses every byte.
+    struct Stuck;
+    impl Io for Stuck {
+        fn try_send(&mut self, _: Handle, _: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            Err(ErrorKind::WouldBlock.into())
+        }
+        fn try_recv(&mut self, _: Handle, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(ErrorKind::WouldBlock.into())
+        }
+        fn shutdown_write(&mut self, _: Handle) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, _: Handle) {}
+    }
+    let now = start();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut reg = Registry::new(now);
+    let old = Box::new(Logged("old", log.clone()));
+    let pipes = reg.insert_subprocess(old, [true, false, false], Extra::default());
+    reg.handle_spawned(pipes.process, 7, now, &mut Stuck).unwrap();
+    let stdin = pipes.stdin.unwrap();
+    reg.enter(now, &mut Stuck, |ctx| ctx.write_slice(stdin, &[0; 100_000])).unwrap();
+    let new = Box::new(Logged("new", log.clone()));
+    reg.enter(now, &mut Stuck, |ctx| ctx.set_subprocess_protocol(pipes.process, new)).unwrap();
+    assert_eq!(*log.borrow(), ["old pause", "new pause"]);
+}
