@@ -142,6 +142,13 @@ pub enum DriverError {
     /// for a transport that is not connecting.
     #[error("the transport is not waiting for a connection outcome")]
     NotConnecting,
+    /// A process event out of order: spawned twice, an exit before the spawn or a second
+    /// exit, a spawn failure after the spawn.
+    #[error("subprocess event out of order: {event}")]
+    ProcessEvent {
+        /// What was reported.
+        event: &'static str,
+    },
 }
 
 /// An I/O error stored by value (kind, OS error code, message) so it can be cloned and

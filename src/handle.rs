@@ -97,6 +97,12 @@ typed_handle!(
     DatagramHandle
 );
 
+typed_handle!(
+    /// A child process (`subprocess_exec`, `subprocess_shell`): its pid, exit status,
+    /// signals and pipes.
+    SubprocessHandle
+);
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -126,6 +132,7 @@ impl sealed::Sealed for StreamHandle {}
 impl sealed::Sealed for ReadPipeHandle {}
 impl sealed::Sealed for WritePipeHandle {}
 impl sealed::Sealed for DatagramHandle {}
+impl sealed::Sealed for SubprocessHandle {}
 impl TransportHandle for StreamHandle {
     const KIND: TransportKind = TransportKind::Stream(StreamKind::Socket);
 }
@@ -137,6 +144,9 @@ impl TransportHandle for WritePipeHandle {
 }
 impl TransportHandle for DatagramHandle {
     const KIND: TransportKind = TransportKind::Datagram;
+}
+impl TransportHandle for SubprocessHandle {
+    const KIND: TransportKind = TransportKind::Subprocess;
 }
 impl AnyStreamHandle for StreamHandle {}
 impl AnyStreamHandle for ReadPipeHandle {}

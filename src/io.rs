@@ -52,6 +52,17 @@ pub trait Io {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// Sends signal `sig` (a POSIX number, see [`signal`](crate::signal)) to the child
+    /// process `h`. Only called for subprocess transports, only while the exit was not
+    /// reported ([`Registry::handle_exited`](crate::Registry::handle_exited)): a driver
+    /// watching the child with a pidfd never hits a recycled pid. A child that exited but
+    /// is not reported yet should answer `Ok` (or `ESRCH`, which the core treats as
+    /// `Ok`, as asyncio does). The default refuses with `Unsupported`.
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        let _ = (h, sig);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Receives one datagram into `buf`: its length, sender, and whether it was truncated
     /// to fit. Only called for datagram transports; the default refuses with
     /// `Unsupported`.

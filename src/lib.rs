@@ -7,7 +7,9 @@
 //! `data_received`, `eof_received`, `pause_writing`, `resume_writing`, `connection_lost`,
 //! plus `BufferedProtocol`'s `get_buffer` / `buffer_updated` — and runs it unchanged on any
 //! driver: a poll loop, an async runtime, a hand-written loop (see
-//! `examples/manual_loop.rs`), or a deterministic in-memory test.
+//! `examples/manual_loop.rs`), or a deterministic in-memory test. Datagram endpoints
+//! ([`DatagramProtocol`]) and child processes ([`SubprocessProtocol`], see
+//! [`subprocess`]) work the same way.
 //!
 //! # The model
 //!
@@ -120,6 +122,10 @@
 //!    [`Registry::handle_timeout`] with the current time. The core never reads a clock.
 //! 6. Forget a transport when [`Io::close`] is called for it; every later call with its
 //!    handle returns [`DriverError`], never panics.
+//! 7. Child processes: [`Registry::insert_subprocess`] before spawning (it returns the
+//!    pipe handles), then [`Registry::handle_spawned`] (or
+//!    [`Registry::handle_spawn_failed`]); drive the pipes like any pipe; report the reaped
+//!    exit with [`Registry::handle_exited`]; carry out [`Io::send_signal`].
 //!
 //! Any interleaving of driver calls is legal, and polling without new input yields no new
 //! work: a busy loop can only come from a driver that ignores `WouldBlock`.
@@ -191,6 +197,10 @@
 //! | `get_buffer(-1)`: the size hint is always -1 | the hint is the loop's read size (256 KiB) |
 //! | writelines behind a queue: 3.12+ `writelines` tries to send at once even with data already buffered | like `write` (and CPython's own `write`): queued behind waiting data, sent when the driver reports the socket writable (it refused the data before, so trying again is a wasted syscall) |
 //! | a resume then a pause before delivery: CPython calls both synchronously | neither is delivered: callbacks bring the protocol's view up to date, and a paused protocol that is paused again is owed nothing |
+//! | subprocess signals after the exit go to `os.kill(pid)` until `connection_lost` (a recycled pid can be hit, gh-87744) | nothing reaches the driver after the exit was reported (the poll loop signals through a pidfd); `Ok` until `connection_lost`, then `SignalError::ProcessLookup` |
+//! | 3.13's `wait()` resolves only at `connection_lost`, so a grandchild holding stdout hangs it | `process_exited` and `Ctx::returncode` at the exit itself (3.12 and gh-119710 behaviour) |
+//! | `get_pid()` is known before `connection_made` | the pid is known from the driver's `handle_spawned`, which is also what delivers `connection_made`; a signal before it is `SignalError::NotSpawned` |
+//! | `get_returncode()` works after `connection_lost` | the handle is stale then; read the code in `process_exited` |
 //!
 //! `tests/asyncio_diff.rs` replays 341 scripts recorded from CPython 3.13's real
 //! `_SelectorSocketTransport` and checks every step against aioport, applying exactly these
@@ -222,6 +232,7 @@ mod protocol;
 mod registry;
 mod send_queue;
 pub mod stream;
+pub mod subprocess;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(feature = "tls")]
@@ -236,7 +247,7 @@ pub use extra::Extra;
 pub use flow::{FlowControl, FlowEdge};
 pub use handle::{
     AnyStreamHandle, DatagramHandle, FlowHandle, Handle, ReadHandle, ReadPipeHandle, StreamHandle,
-    TransportHandle, WriteHandle, WritePipeHandle,
+    SubprocessHandle, TransportHandle, WriteHandle, WritePipeHandle,
 };
 pub use io::{Interest, Io};
 pub use lifecycle::Lifecycle;
@@ -247,3 +258,6 @@ pub use registry::{
 };
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};
+pub use subprocess::{
+    ExitStatus, SignalError, SubprocessPipes, SubprocessProtocol, SubprocessTransport, signal,
+};

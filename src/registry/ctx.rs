@@ -43,9 +43,9 @@ impl TimerId {
 /// Calls on a handle whose transport is gone return [`HandleError::Stale`] (inside
 /// [`WriteError::Handle`] for writes); they never panic.
 pub struct Ctx<'a> {
-    core: &'a mut Core,
-    io: &'a mut dyn Io,
-    this: Handle,
+    pub(super) core: &'a mut Core,
+    pub(super) io: &'a mut dyn Io,
+    pub(super) this: Handle,
     now: Instant,
 }
 
@@ -85,7 +85,7 @@ impl<'a> Ctx<'a> {
     // Access
     // ----------------------------------------------------------------------------------
 
-    fn checked(&self, h: Handle, kind: TransportKind) -> Result<&Entry, HandleError> {
+    pub(super) fn checked(&self, h: Handle, kind: TransportKind) -> Result<&Entry, HandleError> {
         let entry = self.core.entry(h)?;
         if entry.is_connecting() {
             return Err(HandleError::Connecting);
@@ -292,21 +292,33 @@ impl<'a> Ctx<'a> {
     // Any stream
     // ----------------------------------------------------------------------------------
 
-    /// Closes after flushing; `connection_lost(None)` follows. Idempotent.
+    /// Closes after flushing; `connection_lost(None)` follows. Idempotent. On a
+    /// subprocess: closes its pipes (stdin after its flush) and kills the child if it
+    /// still runs — never one whose exit was reported; `connection_lost` follows the exit.
     ///
     /// # Errors
     ///
     /// [`HandleError`].
     pub fn close<H: TransportHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        if H::KIND == TransportKind::Subprocess {
+            // Its pipes and the driver are reached from the loop state.
+            self.checked(h.into(), H::KIND)?;
+            return self.core.close_subprocess(h.into(), false, self.io);
+        }
         self.act_common(h, |t, io, pool| t.close(io, pool))
     }
 
     /// Closes at once, dropping the queue; `connection_lost(None)` follows. Idempotent.
+    /// On a subprocess: as `close`, but stdin drops its buffer.
     ///
     /// # Errors
     ///
     /// [`HandleError`].
     pub fn abort<H: TransportHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        if H::KIND == TransportKind::Subprocess {
+            self.checked(h.into(), H::KIND)?;
+            return self.core.close_subprocess(h.into(), true, self.io);
+        }
         self.act_common(h, |t, io, pool| t.abort(io, pool))
     }
 
@@ -335,14 +347,20 @@ impl<'a> Ctx<'a> {
     ///
     /// # Errors
     ///
-    /// [`HandleError`].
+    /// [`HandleError`]; `WrongKind` for the pipe of a subprocess.
     pub fn set_protocol<H: AnyStreamHandle>(
         &mut self,
         h: H,
         protocol: Box<dyn Protocol>,
     ) -> Result<(), HandleError> {
         let h: Handle = h.into();
-        self.checked(h, H::KIND)?;
+        if self.checked(h, H::KIND)?.pipe_of.is_some() {
+            // Its callbacks belong to the subprocess's protocol.
+            return Err(HandleError::WrongKind {
+                expected: "pipe not owned by a subprocess",
+                found: "subprocess pipe",
+            });
+        }
         self.core.set_swap(h, AnyProtocol::Stream(protocol));
         Ok(())
     }
@@ -382,7 +400,7 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), WriteError> {
         self.act_transport(h, |t, io, _| match t {
             Transport::Datagram(t) => t.sendto(data, addr, io),
-            Transport::Stream(_) => Err(WriteError::Handle(HandleError::Stale)),
+            _ => Err(WriteError::Handle(HandleError::Stale)),
         })?
     }
 

@@ -9,6 +9,7 @@ use super::transport::{AnyProtocol, Transport};
 use super::{LoopError, Trace};
 use crate::datagram::{DatagramCallback, DatagramRead};
 use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
+use crate::subprocess::SubprocessCallback;
 use crate::{
     CallbackResult, ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError,
 };
@@ -17,6 +18,7 @@ use crate::{
 enum Next {
     Stream(StreamCallback),
     Datagram(DatagramCallback),
+    Subprocess(SubprocessCallback),
 }
 
 /// Calls a stream-only callback; a datagram protocol (which a stream slot never holds:
@@ -78,25 +80,20 @@ impl Core {
             let Some(slot) = self.slots.get_mut(index as usize) else { return };
             let h = Handle::from_raw(index, slot.generation);
             let Some(entry) = slot.entry.as_mut() else { return };
-            if entry.is_connecting() {
+            if entry.is_connecting() || entry.pipe_of.is_some_and(|l| l.held) {
+                // A held pipe is served again when its subprocess's connection_made is
+                // delivered (`release_pipes`).
                 return;
             }
-            if let Some(new) = entry.swap.take() {
-                let old = entry.protocol.replace(new);
-                match &mut entry.transport {
-                    Transport::Stream(t) => t.protocol_swapped(),
-                    Transport::Datagram(t) => t.protocol_swapped(),
-                }
-                if let Some(old) = old {
-                    self.drop_protocol(h, old);
-                }
-                self.reread_timer(h, io);
+            if entry.swap.is_some() {
+                self.apply_swap(h, io);
                 continue;
             }
             let Ok(entry) = self.entry_mut(h) else { return };
             let next = match &mut entry.transport {
                 Transport::Stream(t) => t.next_callback().map(Next::Stream),
                 Transport::Datagram(t) => t.next_callback().map(Next::Datagram),
+                Transport::Subprocess(t) => t.next_callback().map(Next::Subprocess),
             };
             let Some(next) = next else {
                 if std::mem::take(&mut entry.wake) && !entry.poisoned {
@@ -109,16 +106,43 @@ impl Core {
                 next,
                 Next::Stream(StreamCallback::ConnectionLost(_))
                     | Next::Datagram(DatagramCallback::ConnectionLost(_))
+                    | Next::Subprocess(SubprocessCallback::ConnectionLost(_))
             );
             match next {
                 Next::Stream(cb) => self.deliver(h, cb, io),
                 Next::Datagram(cb) => self.deliver_datagram(h, cb, io),
+                Next::Subprocess(cb) => self.deliver_subprocess(h, cb, io),
             }
             if lost {
                 self.remove(index);
                 return;
             }
         }
+    }
+
+    /// Installs the replacement protocol `set_protocol` left for `h`, if any.
+    fn apply_swap(&mut self, h: Handle, io: &mut dyn Io) {
+        let Ok(entry) = self.entry_mut(h) else { return };
+        let Some(new) = entry.swap.take() else { return };
+        let old = entry.protocol.replace(new);
+        let mut stdin = None;
+        match &mut entry.transport {
+            Transport::Stream(t) => t.protocol_swapped(),
+            Transport::Datagram(t) => t.protocol_swapped(),
+            // The stdin pipe's flow callbacks go to the new protocol: it hears
+            // pause_writing first if stdin is paused (gh-109051).
+            Transport::Subprocess(t) => stdin = t.pipe(0),
+        }
+        if let Some(old) = old {
+            self.drop_protocol(h, old);
+        }
+        if let Some(p) = stdin
+            && let Ok(Some(t)) = self.entry_mut(p).map(Entry::stream)
+        {
+            t.protocol_swapped();
+            self.touch(p.index());
+        }
+        self.reread_timer(h, io);
     }
 
     /// Takes the protocol out of its slot, calls it with a `Ctx`, puts it back.
@@ -132,6 +156,9 @@ impl Core {
         let entry = self.entry_mut(h).ok()?;
         if entry.poisoned {
             return None;
+        }
+        if let Some(link) = entry.pipe_of {
+            return self.invoke_routed(link.owner, link.fd, io, trace, call);
         }
         let mut proto = entry.protocol.take()?;
         if let Some(trace) = trace {
@@ -150,6 +177,62 @@ impl Core {
             self.reread_timer(h, io);
         }
         Some(result)
+    }
+
+    /// A pipe's callback, delivered to its subprocess's protocol (lent as
+    /// `AnyProtocol::Routed`) with the subprocess's handle in its `Ctx` and its trace:
+    /// asyncio's `ReadSubprocessPipeProto` / `WriteSubprocessPipeProto`.
+    fn invoke_routed<T>(
+        &mut self,
+        owner: Handle,
+        fd: u32,
+        io: &mut dyn Io,
+        trace: Option<Trace<'_>>,
+        call: impl FnOnce(&mut AnyProtocol, &mut Ctx<'_>) -> Result<T, ProtocolError>,
+    ) -> Option<Invoked<T>> {
+        if self.entry(owner).ok()?.swap.is_some() {
+            // A replacement the subprocess's protocol asked for applies to its pipes' next
+            // callback too.
+            self.apply_swap(owner, io);
+        }
+        let entry = self.entry_mut(owner).ok()?;
+        if entry.poisoned {
+            return None;
+        }
+        let proto = match entry.protocol.take()? {
+            AnyProtocol::Subprocess(p) => p,
+            other => {
+                entry.protocol = Some(other);
+                return None;
+            }
+        };
+        let trace = trace.and_then(|t| match t {
+            Trace::DataReceived(d) => Some(Trace::PipeDataReceived(fd, d)),
+            Trace::ConnectionLost(e) => Some(Trace::PipeConnectionLost(fd, e)),
+            Trace::PauseWriting | Trace::ResumeWriting => Some(t),
+            // The pipe's own connection_made and EOF are internal.
+            _ => None,
+        });
+        if let Some(trace) = trace {
+            self.trace(owner, trace);
+        }
+        let now = self.now;
+        let mut routed = AnyProtocol::Routed(fd, proto);
+        let result = {
+            let mut ctx = Ctx::new(self, io, owner, now);
+            catch_unwind(AssertUnwindSafe(|| call(&mut routed, &mut ctx))).map_err(panic_message)
+        };
+        let AnyProtocol::Routed(_, proto) = routed else { return Some(result) };
+        match self.entry_mut(owner) {
+            Ok(entry) => entry.protocol = Some(AnyProtocol::Subprocess(proto)),
+            Err(_) => self.drop_protocol(owner, AnyProtocol::Subprocess(proto)),
+        }
+        Some(result)
+    }
+
+    /// The slot whose protocol answers `h`'s callbacks: a pipe's subprocess, or `h`.
+    fn callee(&self, h: Handle) -> Option<Handle> {
+        self.entry(h).ok().and_then(|e| e.pipe_of).map(|l| l.owner)
     }
 
     pub(super) fn trace(&mut self, h: Handle, trace: Trace<'_>) {
@@ -188,6 +271,28 @@ impl Core {
                 }
             }
             StreamCallback::ConnectionLost(err) => self.deliver_lost(h, err, io),
+        }
+    }
+
+    /// A subprocess's own callbacks: none is fatal (asyncio, DESIGN.md §4).
+    fn deliver_subprocess(&mut self, h: Handle, cb: SubprocessCallback, io: &mut dyn Io) {
+        match cb {
+            SubprocessCallback::ConnectionMade => {
+                let r = self
+                    .invoke(h, io, Some(Trace::ConnectionMade), |p, ctx| p.connection_made(ctx));
+                self.settle(h, "connection_made", r, false, io);
+                self.release_pipes(h);
+            }
+            SubprocessCallback::ProcessExited => {
+                let r =
+                    self.invoke(h, io, Some(Trace::ProcessExited), |p, ctx| p.process_exited(ctx));
+                self.settle(h, "process_exited", r, false, io);
+            }
+            SubprocessCallback::ConnectionLost(err) => {
+                // The child was reaped and every pipe closed: the driver forgets it.
+                io.close(h);
+                self.deliver_lost(h, err, io);
+            }
         }
     }
 
@@ -265,6 +370,9 @@ impl Core {
         while !rest.is_empty() {
             // Ok(None): get_buffer returned an empty buffer.
             let r = self.invoke(h, io, trace.take(), |p, ctx| {
+                if let AnyProtocol::Routed(..) = p {
+                    return p.pipe_data(ctx, rest).map(|()| Some(rest.len()));
+                }
                 let Some(p) = p.stream() else { return Ok(Some(rest.len())) };
                 match p.get_buffer(rest.len())? {
                     None => p.data_received(ctx, rest).map(|()| Some(rest.len())),
@@ -294,6 +402,9 @@ impl Core {
         let t = match &mut entry.transport {
             Transport::Stream(t) => t,
             Transport::Datagram(_) => return self.read_datagram(h, io),
+            Transport::Subprocess(_) => {
+                return Err(DriverError::WrongKind { expected: "pipe or socket" });
+            }
         };
         if t.is_socket_closed() {
             return Err(DriverError::Closed);
@@ -304,8 +415,11 @@ impl Core {
                 .with_stream_io(h, io, |t, io, pool| t.handle_read_end_closed(io, pool))
                 .unwrap_or(Err(DriverError::StaleHandle));
         }
-        if !t.interest().read {
+        if !entry.interest().read {
             return Ok(());
+        }
+        if entry.pipe_of.is_some() {
+            return self.read_pipe(h, io);
         }
         let Some(mut proto) = entry.protocol.take() else { return Ok(()) };
         let result = match proto.stream() {
@@ -315,6 +429,30 @@ impl Core {
         self.put_back(h, proto);
         self.touch(h.index());
         result
+    }
+
+    /// One read of a subprocess's stdout or stderr, delivered from the loop-wide buffer
+    /// as `pipe_data_received`.
+    fn read_pipe(&mut self, h: Handle, io: &mut dyn Io) -> Result<(), DriverError> {
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUFFER_SIZE];
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let outcome = match self.slots[h.index() as usize].entry.as_mut() {
+            Some(Entry { transport: Transport::Stream(t), .. }) => {
+                t.read(&mut buf, io, &mut self.pool)
+            }
+            _ => Ok(ReadOutcome::Idle),
+        };
+        if let Ok(ReadOutcome::Data(n)) = outcome {
+            let data = &buf[..n];
+            let r = self
+                .invoke(h, io, Some(Trace::DataReceived(data)), |p, ctx| p.pipe_data(ctx, data));
+            self.settle(h, "pipe_data_received", r, false, io);
+        }
+        self.read_buf = buf;
+        self.touch(h.index());
+        outcome.map(|_| ())
     }
 
     fn read_with(
@@ -421,8 +559,17 @@ impl Core {
         fatal: bool,
         io: &mut dyn Io,
     ) -> Option<T> {
-        match r? {
-            Ok(Ok(v)) => Some(v),
+        let r = r?;
+        if let Ok(Ok(v)) = r {
+            return Some(v);
+        }
+        // A pipe's callbacks belong to its subprocess's protocol: never fatal to the pipe.
+        let (h, fatal) = match self.callee(h) {
+            Some(owner) => (owner, false),
+            None => (h, fatal),
+        };
+        match r {
+            Ok(Ok(_)) => None,
             Ok(Err(e)) if fatal => {
                 self.fatal(h, callback, e, io);
                 None
@@ -443,6 +590,12 @@ impl Core {
     }
 
     pub(crate) fn fail_transport(&mut self, h: Handle, err: ConnectionError, io: &mut dyn Io) {
+        if self.entry(h).is_ok_and(|e| matches!(e.transport, Transport::Subprocess(_))) {
+            // Its pipes are aborted and a running child killed; connection_lost still
+            // waits for the exit.
+            let _ = self.close_subprocess(h, true, io);
+            return;
+        }
         self.with_transport_io(h, io, |t, io, pool| t.common().fail(err, io, pool));
         self.wake_server_of(h);
     }

@@ -10,6 +10,7 @@
 mod ctx;
 mod dispatch;
 mod state;
+mod subprocess;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -136,6 +137,12 @@ pub enum Trace<'a> {
     Wake,
     /// `request_completed`.
     RequestCompleted(RequestId, Result<StreamHandle, &'a ConnectionError>),
+    /// `pipe_data_received(fd, data)` (subprocesses; traced with the subprocess's handle).
+    PipeDataReceived(u32, &'a [u8]),
+    /// `pipe_connection_lost(fd, err)` (subprocesses; traced with the subprocess's handle).
+    PipeConnectionLost(u32, Option<&'a ConnectionError>),
+    /// `process_exited`.
+    ProcessExited,
 }
 
 /// A tracer: observes each callback just before it is delivered.
@@ -302,6 +309,7 @@ impl Registry {
         self.drive_any(h, now, io, |t, io, pool| match t {
             Transport::Stream(t) => t.on_writable(io, pool),
             Transport::Datagram(t) => t.on_writable(io),
+            Transport::Subprocess(_) => Err(DriverError::WrongKind { expected: "pipe or socket" }),
         })
     }
 
@@ -328,6 +336,7 @@ impl Registry {
         self.drive_any(h, now, io, |t, io, pool| match t {
             Transport::Stream(t) => t.handle_error(err, io, pool),
             Transport::Datagram(t) => t.handle_error_received(err),
+            Transport::Subprocess(_) => Err(DriverError::WrongKind { expected: "pipe or socket" }),
         })
     }
 
@@ -347,7 +356,7 @@ impl Registry {
     ) -> Result<(), DriverError> {
         self.drive_any(h, now, io, |t, _, _| match t {
             Transport::Datagram(t) => t.handle_datagram(data, addr),
-            Transport::Stream(_) => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
+            _ => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
         })
     }
 
@@ -427,7 +436,7 @@ impl Registry {
     pub fn datagram(&self, h: Handle) -> Result<&DatagramTransport, DriverError> {
         match &self.core.entry(h).map_err(|_| DriverError::StaleHandle)?.transport {
             Transport::Datagram(t) => Ok(t),
-            Transport::Stream(_) => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
+            _ => Err(DriverError::WrongKind { expected: "datagram endpoint" }),
         }
     }
 

@@ -47,6 +47,8 @@ pub(crate) struct Entry {
     pub(super) connecting: Option<Option<(Handle, RequestId)>>,
     /// The protocol panicked: nothing more is delivered to it.
     pub(super) poisoned: bool,
+    /// This slot is a pipe of a subprocess: its callbacks go to the subprocess's protocol.
+    pub(crate) pipe_of: Option<super::subprocess::PipeOf>,
 }
 
 impl Entry {
@@ -61,6 +63,7 @@ impl Entry {
             wake: false,
             connecting: None,
             poisoned: false,
+            pipe_of: None,
         }
     }
 
@@ -80,7 +83,12 @@ impl Entry {
         if self.is_connecting() {
             return Interest { read: false, write: true };
         }
-        self.transport.common_ref().interest()
+        let interest = self.transport.common_ref().interest();
+        match self.pipe_of {
+            // A pipe reads nothing before its subprocess's connection_made.
+            Some(link) if link.held => Interest { read: false, ..interest },
+            _ => interest,
+        }
     }
 }
 
@@ -196,7 +204,7 @@ impl Core {
     }
 
     /// The handle the next `insert` will return (transports store their own handle).
-    fn next_handle(&self) -> Handle {
+    pub(super) fn next_handle(&self) -> Handle {
         let index = self.free.last().copied().unwrap_or(self.slots.len() as u32);
         let generation = self.slots.get(index as usize).map_or(0, |s| s.generation);
         Handle::from_raw(index, generation)
@@ -230,6 +238,9 @@ impl Core {
         }
         for p in [entry.protocol.take(), entry.swap.take()].into_iter().flatten() {
             self.drop_protocol(h, p);
+        }
+        if let Some(link) = entry.pipe_of {
+            self.pipe_removed(link);
         }
     }
 

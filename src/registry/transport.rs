@@ -8,7 +8,8 @@ use crate::datagram::DatagramTransport;
 use crate::stream::StreamKind;
 use crate::{
     CallbackResult, ConnectionError, Ctx, DatagramProtocol, Extra, Interest, Io, LimitsError,
-    Protocol, SendPool, StreamTransport, WriteBufferLimits,
+    Protocol, SendPool, StreamTransport, SubprocessProtocol, SubprocessTransport,
+    WriteBufferLimits,
 };
 
 /// What kind of transport a handle names.
@@ -19,6 +20,8 @@ pub enum TransportKind {
     Stream(StreamKind),
     /// A UDP or Unix datagram endpoint.
     Datagram,
+    /// A child process (its pipes are read and write pipes of their own).
+    Subprocess,
 }
 
 impl TransportKind {
@@ -27,6 +30,7 @@ impl TransportKind {
         match self {
             TransportKind::Stream(k) => k.name(),
             TransportKind::Datagram => "datagram endpoint",
+            TransportKind::Subprocess => "subprocess",
         }
     }
 }
@@ -34,6 +38,7 @@ impl TransportKind {
 pub(crate) enum Transport {
     Stream(StreamTransport),
     Datagram(DatagramTransport),
+    Subprocess(SubprocessTransport),
 }
 
 impl Transport {
@@ -41,6 +46,7 @@ impl Transport {
         match self {
             Transport::Stream(t) => TransportKind::Stream(t.kind()),
             Transport::Datagram(_) => TransportKind::Datagram,
+            Transport::Subprocess(_) => TransportKind::Subprocess,
         }
     }
 
@@ -48,6 +54,7 @@ impl Transport {
         match self {
             Transport::Stream(t) => t,
             Transport::Datagram(t) => t,
+            Transport::Subprocess(t) => t,
         }
     }
 
@@ -55,20 +62,21 @@ impl Transport {
         match self {
             Transport::Stream(t) => t,
             Transport::Datagram(t) => t,
+            Transport::Subprocess(t) => t,
         }
     }
 
     pub(crate) fn stream(&mut self) -> Option<&mut StreamTransport> {
         match self {
             Transport::Stream(t) => Some(t),
-            Transport::Datagram(_) => None,
+            Transport::Datagram(_) | Transport::Subprocess(_) => None,
         }
     }
 
     pub(crate) fn stream_ref(&self) -> Option<&StreamTransport> {
         match self {
             Transport::Stream(t) => Some(t),
-            Transport::Datagram(_) => None,
+            Transport::Datagram(_) | Transport::Subprocess(_) => None,
         }
     }
 }
@@ -154,24 +162,77 @@ macro_rules! forward_common {
 forward_common!(StreamTransport, |t, io, pool| close => t.close(io, pool), abort => t.abort(io, pool), fail(e) => t.fail(e, io, pool));
 forward_common!(DatagramTransport, |t, io, _pool| close => t.close(io), abort => t.abort(io), fail(e) => t.fail(e, io));
 
-/// A slot's protocol: a stream protocol or a datagram protocol.
+/// A subprocess has no buffer and no read side of its own (its pipes have); closing it
+/// is done by the registry, which also reaches its pipes and the driver
+/// (`Core::close_subprocess`), so only the state change is here.
+impl Common for SubprocessTransport {
+    fn close(&mut self, _: &mut dyn Io, _: &mut SendPool) {
+        self.start_closing();
+    }
+    fn abort(&mut self, _: &mut dyn Io, _: &mut SendPool) {
+        self.start_closing();
+    }
+    fn fail(&mut self, _: ConnectionError, _: &mut dyn Io, _: &mut SendPool) {
+        self.start_closing();
+    }
+    fn is_closing(&self) -> bool {
+        SubprocessTransport::is_closing(self)
+    }
+    fn pause_reading(&mut self) {}
+    fn resume_reading(&mut self) {}
+    fn is_reading(&self) -> bool {
+        false
+    }
+    fn write_buffer_size(&self) -> usize {
+        0
+    }
+    fn write_buffer_limits(&self) -> WriteBufferLimits {
+        WriteBufferLimits::default()
+    }
+    fn set_write_buffer_limits(
+        &mut self,
+        _: Option<usize>,
+        _: Option<usize>,
+    ) -> Result<(), LimitsError> {
+        Ok(())
+    }
+    fn set_write_buffer_hard_limit(&mut self, _: Option<usize>) {}
+    fn is_writing_paused(&self) -> bool {
+        false
+    }
+    fn extra(&self) -> &Extra {
+        SubprocessTransport::extra(self)
+    }
+    fn interest(&self) -> Interest {
+        Interest::default()
+    }
+}
+
+/// A slot's protocol: a stream protocol, a datagram protocol or a subprocess protocol.
+/// A subprocess's pipe slot holds [`Pipe`](AnyProtocol::Pipe): its callbacks are routed
+/// to the subprocess's protocol, lent to the call as [`Routed`](AnyProtocol::Routed).
 pub(crate) enum AnyProtocol {
     Stream(Box<dyn Protocol>),
     Datagram(Box<dyn DatagramProtocol>),
+    Subprocess(Box<dyn SubprocessProtocol>),
+    /// The slot is a subprocess's pipe (see `Entry::pipe_of`).
+    Pipe,
+    /// A subprocess protocol answering for its pipe `fd` for the length of one call.
+    Routed(u32, Box<dyn SubprocessProtocol>),
 }
 
 impl AnyProtocol {
     pub(crate) fn stream(&mut self) -> Option<&mut dyn Protocol> {
         match self {
             AnyProtocol::Stream(p) => Some(&mut **p),
-            AnyProtocol::Datagram(_) => None,
+            _ => None,
         }
     }
 
     pub(crate) fn datagram(&mut self) -> Option<&mut dyn DatagramProtocol> {
         match self {
             AnyProtocol::Datagram(p) => Some(&mut **p),
-            AnyProtocol::Stream(_) => None,
+            _ => None,
         }
     }
 
@@ -179,6 +240,9 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.connection_made(ctx),
             AnyProtocol::Datagram(p) => p.connection_made(ctx),
+            AnyProtocol::Subprocess(p) => p.connection_made(ctx),
+            AnyProtocol::Routed(..) => Ok(()),
+            AnyProtocol::Pipe => Ok(()),
         }
     }
 
@@ -186,6 +250,9 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.pause_writing(ctx),
             AnyProtocol::Datagram(p) => p.pause_writing(ctx),
+            AnyProtocol::Subprocess(p) => p.pause_writing(ctx),
+            AnyProtocol::Routed(_, p) => p.pause_writing(ctx),
+            AnyProtocol::Pipe => Ok(()),
         }
     }
 
@@ -193,6 +260,9 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.resume_writing(ctx),
             AnyProtocol::Datagram(p) => p.resume_writing(ctx),
+            AnyProtocol::Subprocess(p) => p.resume_writing(ctx),
+            AnyProtocol::Routed(_, p) => p.resume_writing(ctx),
+            AnyProtocol::Pipe => Ok(()),
         }
     }
 
@@ -204,6 +274,9 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.connection_lost(ctx, err),
             AnyProtocol::Datagram(p) => p.connection_lost(ctx, err),
+            AnyProtocol::Subprocess(p) => p.connection_lost(ctx, err),
+            AnyProtocol::Routed(fd, p) => p.pipe_connection_lost(ctx, *fd, err),
+            AnyProtocol::Pipe => Ok(()),
         }
     }
 
@@ -211,6 +284,7 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.poll_timeout(),
             AnyProtocol::Datagram(p) => p.poll_timeout(),
+            _ => None,
         }
     }
 
@@ -218,6 +292,23 @@ impl AnyProtocol {
         match self {
             AnyProtocol::Stream(p) => p.handle_timeout(ctx),
             AnyProtocol::Datagram(p) => p.handle_timeout(ctx),
+            _ => Ok(()),
+        }
+    }
+
+    /// Data read from a subprocess's pipe: `pipe_data_received(fd, data)`.
+    pub(crate) fn pipe_data(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        match self {
+            AnyProtocol::Routed(fd, p) => p.pipe_data_received(ctx, *fd, data),
+            _ => Ok(()),
+        }
+    }
+
+    /// `process_exited`.
+    pub(crate) fn process_exited(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        match self {
+            AnyProtocol::Subprocess(p) => p.process_exited(ctx),
+            _ => Ok(()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Testing protocols without sockets: deterministic, in virtual time (feature `testing`).
 //!
-//! Two drivers of the same [`Registry`](crate::Registry) every other driver drives, so
+//! Drivers of the same [`Registry`](crate::Registry) every other driver drives, so
 //! what passes here is what runs on a real loop:
 //!
 //! * [`Sim`]: any number of transports joined by in-memory links — to each other
@@ -17,6 +17,10 @@
 //!   ("`try_send` accepts 3 bytes, then `WouldBlock`, then the peer sends EOF"), reading
 //!   back the exact callbacks, buffer size and interest after each step — CPython's
 //!   mocked-socket tests, without the mocks.
+//! * [`ProcessSim`]: subprocess transports over simulated children — the test plays the
+//!   child (writes stdout/stderr, reads stdin through a bounded pipe, closes its ends,
+//!   exits, leaves a grandchild holding its pipes, dies of a signal the protocol sent),
+//!   with the subprocess ordering rules checked after every step.
 //!
 //! # Testing your own protocol
 //!
@@ -107,6 +111,7 @@
 mod dgram;
 pub mod model;
 mod net;
+mod process;
 mod rng;
 mod scripted;
 mod sim;
@@ -114,6 +119,7 @@ mod sim;
 mod tests;
 mod transcript;
 
+pub use process::ProcessSim;
 pub use rng::Rng;
 pub use scripted::Scripted;
 pub use sim::{PeerId, Sim, SimConfig, SimError};

@@ -36,6 +36,12 @@ pub enum Event {
     ErrorReceived(ConnectionError),
     /// `datagram_received` (datagram endpoints).
     Datagram(Vec<u8>, Option<DatagramAddr>),
+    /// `pipe_data_received(fd, data)` (subprocesses).
+    PipeData(u32, Vec<u8>),
+    /// `pipe_connection_lost(fd, err)` (subprocesses).
+    PipeLost(u32, Option<ConnectionError>),
+    /// `process_exited` (subprocesses).
+    Exited,
 }
 
 impl Event {
@@ -64,6 +70,12 @@ impl fmt::Display for Event {
             Event::Datagram(d, a) => {
                 write!(f, "datagram_received({:?}, {a:?})", String::from_utf8_lossy(d))
             }
+            Event::PipeData(fd, d) => {
+                write!(f, "pipe_data_received({fd}, {:?})", String::from_utf8_lossy(d))
+            }
+            Event::PipeLost(fd, None) => write!(f, "pipe_connection_lost({fd}, None)"),
+            Event::PipeLost(fd, Some(e)) => write!(f, "pipe_connection_lost({fd}, {e})"),
+            Event::Exited => f.write_str("process_exited"),
         }
     }
 }
@@ -95,6 +107,12 @@ pub(crate) fn record(reg: &mut Registry, rec: &SharedRecorder) {
             Trace::RequestCompleted(id, r) => Event::Request(id, r.map_err(Clone::clone)),
             Trace::ErrorReceived(e) => Event::ErrorReceived(e.clone()),
             Trace::DatagramReceived(d, a) => Event::Datagram(d.to_vec(), a.cloned()),
+            Trace::PipeDataReceived(fd, d) => Event::PipeData(fd, d.to_vec()),
+            Trace::PipeConnectionLost(fd, e) => Event::PipeLost(fd, e.cloned()),
+            Trace::ProcessExited => Event::Exited,
+            // Trace is non-exhaustive for users; every variant the core emits is above.
+            #[allow(unreachable_patterns)]
+            _ => return,
         };
         rec.log.push((h, event));
     })));
@@ -142,6 +160,9 @@ struct Grammar {
     eof: bool,
     lost: bool,
     paused: bool,
+    /// Subprocess pipes (by fd) whose `pipe_connection_lost` was delivered.
+    pipes_lost: [bool; 3],
+    exited: bool,
 }
 
 /// Checks DESIGN.md §3.3 and §4 from the transcript, step by step: `connection_made`
@@ -182,6 +203,14 @@ impl Checker {
                 }
                 Event::Eof if g.eof => return fail("eof_received twice"),
                 Event::Eof => g.eof = true,
+                Event::PipeData(fd, _) | Event::PipeLost(fd, _)
+                    if g.pipes_lost.get(*fd as usize) != Some(&false) =>
+                {
+                    return fail("pipe callback after that pipe's pipe_connection_lost");
+                }
+                Event::PipeLost(fd, _) => g.pipes_lost[*fd as usize] = true,
+                Event::Exited if g.exited => return fail("process_exited twice"),
+                Event::Exited => g.exited = true,
                 Event::Lost(_) => g.lost = true,
                 _ => {}
             }

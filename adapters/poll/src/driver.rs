@@ -30,6 +30,7 @@ use mio::net::UnixStream;
 use rustix::io::Errno;
 
 use crate::event_loop::Loop;
+use crate::process::PROCESS_BIT;
 use crate::remote::{Command, REMOTE_QUEUE_CAPACITY};
 use crate::sockets::{FOREIGN_BIT, LISTENER_BIT, RACE_BITS, SIGNALS, Sock, WAKER};
 use crate::{ErrorReport, ServerId};
@@ -98,6 +99,9 @@ impl Loop {
                 Token(t) if t & FOREIGN_BIT == FOREIGN_BIT => self.on_foreign(t, ev, now),
                 Token(t) if t & RACE_BITS == RACE_BITS => self.on_racer(t, now),
                 Token(t) if t & LISTENER_BIT != 0 => self.queue_listener(t & !LISTENER_BIT),
+                t if t.0 & PROCESS_BIT != 0 && self.io.procs.owns(t) => {
+                    self.on_process_event(t, ev, now);
+                }
                 t => self.on_conn_event(t, ev, now),
             }
         }
@@ -152,7 +156,10 @@ impl Loop {
     /// Serves one connection: flush, then read while readable and wanted.
     fn serve(&mut self, h: Handle, now: Instant) {
         let Some(c) = self.io.get_mut(h) else {
-            self.serve_datagram(h, now);
+            // Not a stream socket: a datagram endpoint or a child's pipe.
+            if !self.serve_datagram(h, now) {
+                self.serve_pipe(h, now);
+            }
             return;
         };
         c.queued = false;
@@ -234,6 +241,11 @@ impl Loop {
                     && ((c.readable && i.read) || (c.writable && i.write) || c.error)
                 {
                     c.queued = true;
+                    self.ready.push_back(h);
+                } else if !self.io.procs.is_empty()
+                    && let Ok(i) = self.registry.interest(h)
+                    && self.io.procs.wants_service(h, i.read, i.write)
+                {
                     self.ready.push_back(h);
                 }
             }

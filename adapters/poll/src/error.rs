@@ -62,6 +62,20 @@ pub enum Error {
     /// its condition held.
     #[error("timed out before the condition held")]
     TimedOut,
+    /// [`Loop::subprocess_exec`](crate::Loop::subprocess_exec) could not start the
+    /// program; the protocol was dropped without a callback.
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        /// The program.
+        program: std::ffi::OsString,
+        /// Why (not found, permission denied, out of descriptors, no pidfd support).
+        error: io::Error,
+    },
+    /// [`Loop::wait_subprocess`](crate::Loop::wait_subprocess) was given a handle whose
+    /// transport is gone (its `connection_lost` was delivered: read the return code in
+    /// `process_exited`) or that names no subprocess.
+    #[error("no such subprocess: {0}")]
+    NoSuchProcess(aioport::HandleError),
     /// The poller itself failed (`epoll_wait` or `epoll_ctl` with an error other than
     /// `EINTR`).
     #[error("poller failed: {0}")]

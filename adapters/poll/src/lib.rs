@@ -144,6 +144,10 @@
 //!   retried; reset and `EPIPE` end the connection with `connection_lost(Some(..))`.
 //! * `abort()` closes without flushing (the peer sees EOF, or a reset if unread data
 //!   remained); [`Loop::reset`] forces a reset with `SO_LINGER` 0.
+//! * Child processes ([`Loop::subprocess_exec`], [`Loop::subprocess_shell`]): their pipes
+//!   share the readiness cache; the exit is seen through a pidfd and reaped with
+//!   `waitid(P_PIDFD)` — no `SIGCHLD` handler, no `waitpid(-1)`; children still running
+//!   when the loop is dropped are killed and reaped. Linux 5.3 or later.
 //! * Other threads use a [`LoopHandle`]: `call_soon_threadsafe` and `stop` through a
 //!   bounded queue and one `eventfd` wake-up per batch.
 //! * **Servers in production.** A [`Server`] can [`close`](Server::close),
@@ -176,7 +180,7 @@
 //!
 //! This crate has no `unsafe` code: what mio lacks (`SO_REUSEPORT`, the backlog,
 //! `SO_LINGER`, `RLIMIT_NOFILE`, socket options, `fstat`, non-blocking pipes, and for
-//! datagrams `SO_BROADCAST`, `SO_RCVBUF`, `recvfrom` with `MSG_TRUNC` and Unix autobind)
+//! datagrams `SO_BROADCAST`, `SO_RCVBUF`, `recvfrom` with `MSG_TRUNC`, Unix autobind, and pidfds)
 //! comes from rustix's safe API, and signal handlers from signal-hook.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -192,6 +196,7 @@ mod eyeballs;
 mod foreign;
 mod lifecycle;
 mod pipes;
+mod process;
 mod remote;
 mod server;
 pub mod signal;
@@ -204,6 +209,7 @@ pub use datagram::{DatagramEndpoint, DatagramOptions};
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
 pub use foreign::FdCallback;
+pub use process::{Stdio, SubprocessOptions};
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use sys::raise_fd_limit;

@@ -168,6 +168,9 @@ pub(crate) struct Sockets {
     pub(crate) dgram: crate::datagram::DatagramSockets,
     /// Which server accepted which connection (server lifecycle, max connections).
     pub(crate) clients: Clients,
+    /// Children and their pipes (`process.rs`): `Io` calls for handles that are not
+    /// sockets go there.
+    pub(crate) procs: crate::process::Procs,
 }
 
 impl Sockets {
@@ -180,6 +183,7 @@ impl Sockets {
             nodelay: true,
             dgram: Default::default(),
             clients: Clients::default(),
+            procs: crate::process::Procs::default(),
         }
     }
 
@@ -253,7 +257,7 @@ fn not_open() -> io::Error {
 
 impl Io for Sockets {
     fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let Some(c) = self.get_mut(h) else { return self.procs.try_send(h, bufs) };
         if !c.writable {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -278,7 +282,7 @@ impl Io for Sockets {
 
     fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_calls += 1;
-        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let Some(c) = self.get_mut(h) else { return self.procs.try_recv(h, buf) };
         if !c.readable {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -308,9 +312,13 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
-        if !self.dgram.remove(&self.registry, h) {
-            self.remove(h);
+        if !self.dgram.remove(&self.registry, h) && self.remove(h).is_none() {
+            self.procs.close(h);
         }
+    }
+
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        self.procs.send_signal(h, sig)
     }
 
     fn try_send_to(
