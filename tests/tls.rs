@@ -409,7 +409,7 @@ fn failed_handshake(sim: &mut Sim, c: &Conn) -> (TlsError, TlsError) {
     assert_eq!(c.client.error().as_ref(), Some(&client));
     let errors = sim.take_loop_errors();
     match errors.as_slice() {
-        [LoopError::CallbackFailed { handle, error, .. }] => {
+        [LoopError::Reported { handle, error }] => {
             assert_eq!(*handle, Some(c.server_raw.handle()));
             assert_eq!(protocol_error_source(error), Some(&server));
         }
@@ -508,7 +508,7 @@ fn handshake_timeout_client_and_server() {
     assert_eq!(raw_failed_with(&sim, raw), timeout);
     assert!(matches!(timeout.to_connection_error(), ConnectionError::Timeout(_)));
     match sim.take_loop_errors().as_slice() {
-        [LoopError::CallbackFailed { error, .. }] => {
+        [LoopError::Reported { error, .. }] => {
             assert_eq!(protocol_error_source(error), Some(&timeout))
         }
         other => panic!("{other:?}"),

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::state::{Core, Entry};
+use super::state::{Core, Entry, Notice};
 use super::transport::{AnyProtocol, Common, Transport, TransportKind};
 use super::{Endpoint, LoopError};
 use crate::ProtocolError;
@@ -47,6 +47,23 @@ pub struct Ctx<'a> {
     io: &'a mut dyn Io,
     this: Handle,
     now: Instant,
+}
+
+/// The answer to a [`Ctx::connect`] request, taken over by the new transport's protocol
+/// with [`Ctx::hold_request`] and given with [`Ctx::complete_request`]. Dropping it
+/// unanswered leaves the asking protocol without `request_completed`.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the asking protocol hears nothing until the request is completed"]
+pub struct HeldRequest {
+    requester: Handle,
+    id: RequestId,
+}
+
+impl HeldRequest {
+    /// The request's id, as the asking protocol got it from `connect`.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -452,6 +469,35 @@ impl<'a> Ctx<'a> {
         let requester = self.core.entry(self.this).is_ok().then_some(self.this);
         self.core.start_connect(protocol, endpoint, requester, id);
         id
+    }
+
+    /// Takes over the answer to the [`connect`](Self::connect) request that opened this
+    /// callback's transport. Called from that transport's `connection_made`, it withholds
+    /// the asking protocol's `request_completed(Ok(..))`; the protocol answers later with
+    /// [`complete_request`](Self::complete_request). This is how a TLS engine reports the
+    /// handshake's outcome (and the app's transport) instead of the TCP connect.
+    ///
+    /// `None` when no answer is waiting: the transport was accepted or inserted by the
+    /// driver, opened by the driver's user rather than by a protocol, or the answer was
+    /// already delivered or held.
+    pub fn hold_request(&mut self) -> Option<HeldRequest> {
+        let this = self.this;
+        let i = self.core.notices.iter().position(|n| n.outcome.as_ref().is_ok_and(|h| h.handle() == this))?;
+        let n = self.core.notices.remove(i)?;
+        Some(HeldRequest { requester: n.requester, id: n.id })
+    }
+
+    /// Answers a request taken over with [`hold_request`](Self::hold_request): the asking
+    /// protocol hears `request_completed(held.id(), outcome)` after the current callback
+    /// (and after the callbacks it caused on other transports, such as a new transport's
+    /// `connection_made`).
+    pub fn complete_request(
+        &mut self,
+        held: HeldRequest,
+        outcome: Result<StreamHandle, ConnectionError>,
+    ) {
+        let HeldRequest { requester, id } = held;
+        self.core.notices.push_back(Notice { requester, id, outcome });
     }
 
     // ----------------------------------------------------------------------------------

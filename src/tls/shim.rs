@@ -4,19 +4,12 @@ use std::time::Instant;
 
 use crate::{CallbackResult, ConnectionError, Ctx, Protocol, RequestId, StreamHandle};
 
-/// Wraps the app protocol; every callback is forwarded unchanged, except:
-///
-/// * `connection_lost` also wakes the engine. The app's transport can end without a call
-///   through `Ctx` — `eof_received` answered "close", a fatal callback error — and the core
-///   wakes a serving protocol only on such calls; without this the engine would not
-///   start the TLS shutdown until the peer sent something.
-/// * On TLS 1.2 (`no_half_close`), `eof_received` always answers "close": TLS 1.2 has no
-///   half-close, so a keep-open answer is ignored (as asyncio ignores it for every TLS
-///   version; bpo-38737).
+/// Wraps the app protocol; every callback is forwarded unchanged, except that on TLS 1.2
+/// (`no_half_close`) `eof_received` always answers "close": TLS 1.2 has no half-close, so
+/// a keep-open answer is ignored (as asyncio ignores it for every TLS version; bpo-38737).
 ///
 /// A protocol installed later with `set_protocol` replaces the wrapper: its keep-open
-/// answer is then honoured on TLS 1.2 too (its `write_eof()` still fails there), and a
-/// close it causes by itself reaches the engine with the next raw event.
+/// answer is then honoured on TLS 1.2 too (its `write_eof()` still fails there).
 pub(super) struct AppShim {
     pub(super) app: Box<dyn Protocol>,
     pub(super) no_half_close: bool,
@@ -44,9 +37,6 @@ impl Protocol for AppShim {
         ctx: &mut Ctx<'_>,
         err: Option<ConnectionError>,
     ) -> CallbackResult {
-        // Any call on the app's own transport wakes the engine serving it; on a lost
-        // transport this one changes nothing else.
-        let _ = ctx.pause_reading(ctx.stream());
         self.app.connection_lost(ctx, err)
     }
     fn get_buffer(&mut self, sizehint: usize) -> CallbackResult<Option<&mut [u8]>> {
