@@ -27,10 +27,10 @@ thread_local! {
 }
 
 /// Marks this thread as running a loop until dropped (also on unwind).
-struct RunGuard;
+pub(crate) struct RunGuard;
 
 impl RunGuard {
-    fn enter() -> Result<RunGuard, Error> {
+    pub(crate) fn enter() -> Result<RunGuard, Error> {
         if RUNNING.with(|r| r.replace(true)) {
             return Err(Error::AlreadyRunning);
         }

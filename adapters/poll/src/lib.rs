@@ -163,6 +163,8 @@ mod remote;
 mod server;
 mod sockets;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use datagram::{DatagramEndpoint, DatagramOptions};
 pub use error::{Error, ErrorReport};
