@@ -6,7 +6,9 @@
 //! app protocol a plaintext stream transport once the handshake completed. The loop only
 //! waits for the handshake's outcome, which the engine keeps in its [`TlsSession`].
 
+use std::cell::RefCell;
 use std::net::ToSocketAddrs;
+use std::rc::Rc;
 
 use aioport::tls::{TlsClient, TlsError, TlsServer, TlsSession};
 use aioport::{CallbackResult, Ctx, Endpoint, Protocol, ProtocolError, StreamHandle};
@@ -71,7 +73,7 @@ impl Loop {
     ///
     /// let mut lp = Loop::new()?;
     /// let tls_server = TlsServer::new(Arc::new(server));
-    /// let srv = lp.create_tls_server("127.0.0.1:0", tls_server, || Box::new(Echo),
+    /// let srv = lp.create_tls_server("127.0.0.1:0", tls_server, |_| Box::new(Echo),
     ///                                ServerOptions::default())?;
     /// let tls_client = TlsClient::new(Arc::new(client), "localhost")?;
     /// let (app, session) =
@@ -110,14 +112,17 @@ impl Loop {
     }
 
     /// Listens on every address `addr` resolves to and runs TLS (described by `tls`) on
-    /// every accepted connection (asyncio's `create_server(..., ssl=ctx)`): `factory`
-    /// builds each connection's app protocol at accept time, and its `connection_made`
-    /// follows the handshake. A failed handshake never reaches the app protocol; TLS
-    /// errors and handshake timeouts go to the loop's error hook
+    /// every accepted connection (asyncio's `create_server(..., ssl=ctx)`). `factory`
+    /// builds a connection's app protocol once its handshake completed, from its
+    /// [`TlsSession`] — so it can choose by what was negotiated (ALPN, SNI, the client's
+    /// certificate) — and the protocol's `connection_made` follows at once.
+    ///
+    /// A failed handshake never reaches `factory` or an app protocol. TLS errors and
+    /// handshake timeouts go to the loop's error hook
     /// ([`ErrorReport::Callback`](crate::ErrorReport::Callback) with
     /// [`LoopError::Reported`](aioport::LoopError::Reported), the [`TlsError`] as the
-    /// error's source), a peer that merely closed or reset does not (asyncio logs no
-    /// `OSError` there).
+    /// error's source); a peer that merely closed or reset does not (asyncio logs no
+    /// `OSError` there: port scanners and health checks would flood the log).
     ///
     /// # Errors
     ///
@@ -126,12 +131,13 @@ impl Loop {
         &mut self,
         addr: impl ToSocketAddrs,
         tls: TlsServer,
-        mut factory: impl FnMut() -> Box<dyn Protocol> + 'static,
+        factory: impl FnMut(&TlsSession) -> Box<dyn Protocol> + 'static,
         options: ServerOptions,
     ) -> Result<Server, Error> {
+        let factory = Rc::new(RefCell::new(factory));
         let tls_factory = move || -> Box<dyn Protocol> {
-            let app = factory();
-            match tls.engine_with(move |_| app) {
+            let factory = factory.clone();
+            match tls.engine_with(move |session| (factory.borrow_mut())(session)) {
                 Ok(engine) => Box::new(engine),
                 Err(error) => Box::new(Refuse(Some(error))),
             }

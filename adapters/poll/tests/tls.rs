@@ -17,7 +17,7 @@ use std::time::Duration;
 use aioport::tls::rustls::crypto::ring;
 use aioport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use aioport::tls::rustls::{self, CertificateError, ClientConfig, RootCertStore, ServerConfig};
-use aioport::tls::{TlsClient, TlsError, TlsOptions, TlsServer};
+use aioport::tls::{TlsClient, TlsError, TlsOptions, TlsServer, TlsSession};
 use aioport::{
     CallbackResult, ConnectionError, Ctx, Endpoint, LoopError, Protocol, RequestId, StreamHandle,
 };
@@ -161,7 +161,7 @@ fn new_loop() -> (Loop, Rc<RefCell<Vec<ErrorReport>>>) {
 fn echo_server(lp: &mut Loop, pki: &Pki) -> (Endpoint, Rc<RefCell<Vec<Shared>>>) {
     let all = Rc::new(RefCell::new(Vec::new()));
     let list = all.clone();
-    let factory = move || {
+    let factory = move |_: &TlsSession| {
         let s = seen();
         list.borrow_mut().push(s.clone());
         App::boxed(&s, true)
@@ -172,7 +172,7 @@ fn echo_server(lp: &mut Loop, pki: &Pki) -> (Endpoint, Rc<RefCell<Vec<Shared>>>)
     (Endpoint::Addr(server.addr()), all)
 }
 
-fn tls_error(r: Result<(StreamHandle, aioport::tls::TlsSession), Error>) -> TlsError {
+fn tls_error(r: Result<(StreamHandle, TlsSession), Error>) -> TlsError {
     match r {
         Err(Error::Tls { error, .. }) => error,
         Err(other) => panic!("expected a TLS error, got {other}"),
@@ -429,7 +429,7 @@ fn close_notify_from_the_server_is_the_clients_eof() {
         .create_tls_server(
             "127.0.0.1:0",
             pki.server(),
-            move || Box::new(SayByeAndClose(s2.clone())),
+            move |_: &TlsSession| Box::new(SayByeAndClose(s2.clone())) as Box<dyn Protocol>,
             ServerOptions::default(),
         )
         .unwrap();
