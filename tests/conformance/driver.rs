@@ -39,6 +39,12 @@ pub trait Driver {
         protocol: Box<dyn Protocol>,
     ) -> Result<StreamHandle, ConnectionError>;
 
+    /// What a protocol hands `Ctx::connect` to open a connection for `app`: `app` itself,
+    /// or (the TLS axis) a TLS engine serving it.
+    fn client_protocol(&mut self, app: Box<dyn Protocol>) -> Box<dyn Protocol> {
+        app
+    }
+
     /// An endpoint nobody listens on.
     fn unused_endpoint(&mut self) -> Endpoint;
 
