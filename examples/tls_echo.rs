@@ -137,7 +137,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client_lost = Rc::new(RefCell::new(false));
     let app = Client { echoed: echoed.clone(), lost: client_lost.clone() };
     // Returns once the handshake completed (or fails with a typed TLS error).
-    let (_, session) = lp.create_tls_connection(Endpoint::Addr(srv.addr()), &client, Box::new(app))?;
+    let (_, session) =
+        lp.create_tls_connection(Endpoint::Addr(srv.addr()), &client, Box::new(app))?;
     println!("client: {}", describe(session.info().expect("handshake done")));
     lp.run_until_timeout(
         || *client_lost.borrow() && *server_lost.borrow() && all_echoed(&echoed),

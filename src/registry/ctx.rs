@@ -482,7 +482,11 @@ impl<'a> Ctx<'a> {
     /// already delivered or held.
     pub fn hold_request(&mut self) -> Option<HeldRequest> {
         let this = self.this;
-        let i = self.core.notices.iter().position(|n| n.outcome.as_ref().is_ok_and(|h| h.handle() == this))?;
+        let i = self
+            .core
+            .notices
+            .iter()
+            .position(|n| n.outcome.as_ref().is_ok_and(|h| h.handle() == this))?;
         let n = self.core.notices.remove(i)?;
         Some(HeldRequest { requester: n.requester, id: n.id })
     }

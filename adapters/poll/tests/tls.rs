@@ -298,7 +298,10 @@ fn bad_certificate_is_a_typed_error_and_reaches_the_servers_error_hook() {
     ));
     assert!(err.is_certificate_error(), "{err}");
     assert!(
-        matches!(err, TlsError::Handshake(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))),
+        matches!(
+            err,
+            TlsError::Handshake(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        ),
         "{err:?}"
     );
     // The client's alert reaches the server: its failure goes to the error hook; no app
@@ -464,7 +467,8 @@ struct Opener {
 
 impl Protocol for Opener {
     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        let engine = self.tls.engine(App { seen: self.app.clone(), echo: false, keep_open: false })?;
+        let engine =
+            self.tls.engine(App { seen: self.app.clone(), echo: false, keep_open: false })?;
         ctx.connect(self.target.clone(), Box::new(engine));
         Ok(())
     }
@@ -490,7 +494,8 @@ fn open_from_a_callback(
     let first = Rc::new(RefCell::new(false));
     let app = seen();
     // The opener runs as the protocol of a plain TCP connection to a plain listener.
-    let plain = lp.create_server("127.0.0.1:0", || Box::new(Idle), ServerOptions::default()).unwrap();
+    let plain =
+        lp.create_server("127.0.0.1:0", || Box::new(Idle), ServerOptions::default()).unwrap();
     let opener = Opener {
         target: endpoint,
         tls,
