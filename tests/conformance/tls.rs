@@ -82,11 +82,11 @@ impl<D: Driver> Tls<D> {
     /// `app` under a client engine, both layers tracked.
     fn client_engine(&mut self, app: Box<dyn Protocol>) -> (Box<dyn Protocol>, TlsSession) {
         let layers = Rc::new(Layers::default());
-        let app = Tracked::new(app, &layers, Layer::App);
+        let app = Tracked::boxed(app, &layers, Layer::App);
         let engine = self.client.engine_with(move |_| app).expect("a client engine");
         let session = engine.session();
         self.conns.borrow_mut().push((layers.clone(), session.clone()));
-        (Tracked::new(Box::new(engine), &layers, Layer::Raw), session)
+        (Tracked::boxed(Box::new(engine), &layers, Layer::Raw), session)
     }
 
     fn quiescent(conns: &Conns) -> bool {
@@ -107,10 +107,10 @@ impl<D: Driver> Driver for Tls<D> {
         let conns = self.conns.clone();
         self.inner.listen(Box::new(move || {
             let layers = Rc::new(Layers::default());
-            let app = Tracked::new(factory(), &layers, Layer::App);
+            let app = Tracked::boxed(factory(), &layers, Layer::App);
             let engine = server.engine_with(move |_| app).expect("a server engine");
             conns.borrow_mut().push((layers.clone(), engine.session()));
-            Tracked::new(Box::new(engine), &layers, Layer::Raw)
+            Tracked::boxed(Box::new(engine), &layers, Layer::Raw)
         }))
     }
 
@@ -197,7 +197,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(p: Box<dyn Protocol>, layers: &Rc<Layers>, layer: Layer) -> Box<dyn Protocol> {
+    fn boxed(p: Box<dyn Protocol>, layers: &Rc<Layers>, layer: Layer) -> Box<dyn Protocol> {
         Box::new(Tracked { p, layers: layers.clone(), layer })
     }
 }

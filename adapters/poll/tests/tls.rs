@@ -197,7 +197,7 @@ fn create_tls_connection_returns_after_the_handshake_then_echoes() {
     let info = session.info().expect("negotiated");
     assert_eq!(info.version, rustls::ProtocolVersion::TLSv1_3);
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
-    assert_eq!(info.peer_certificates, [pki.leaf.clone()]);
+    assert_eq!(info.peer_certificates, std::slice::from_ref(&pki.leaf));
     assert_eq!(session.app(), Some(app));
     // The app's transport carries the raw socket's addresses.
     let peer = lp.with(|ctx| ctx.extra(app).unwrap().peername);
@@ -456,12 +456,15 @@ fn close_notify_from_the_server_is_the_clients_eof() {
     assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
 }
 
+/// What `request_completed` said.
+type Completed = (RequestId, Result<StreamHandle, ConnectionError>);
+
 /// A protocol that opens a TLS connection from a callback with `Ctx::connect`.
 struct Opener {
     target: Endpoint,
     tls: TlsClient,
     app: Shared,
-    outcome: Rc<RefCell<Option<(RequestId, Result<StreamHandle, ConnectionError>)>>>,
+    outcome: Rc<RefCell<Option<Completed>>>,
     app_made_first: Rc<RefCell<bool>>,
 }
 
@@ -484,10 +487,7 @@ impl Protocol for Opener {
     }
 }
 
-fn open_from_a_callback(
-    tls: TlsClient,
-    pki: &Pki,
-) -> (Option<(RequestId, Result<StreamHandle, ConnectionError>)>, bool, Shared) {
+fn open_from_a_callback(tls: TlsClient, pki: &Pki) -> (Option<Completed>, bool, Shared) {
     let (mut lp, _) = new_loop();
     let (endpoint, _) = echo_server(&mut lp, pki);
     let outcome = Rc::new(RefCell::new(None));
