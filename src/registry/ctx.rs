@@ -462,7 +462,8 @@ impl<'a> Ctx<'a> {
     /// Asks the driver to open a stream connection to `endpoint` for `protocol`. Never
     /// blocks: the outcome arrives in this protocol's
     /// [`request_completed`](Protocol::request_completed), after the new transport's
-    /// `connection_made`.
+    /// `connection_made` — or later, when `protocol` takes the answer over with
+    /// [`hold_request`](Self::hold_request) (a TLS engine answers after its handshake).
     pub fn connect(&mut self, endpoint: Endpoint, protocol: Box<dyn Protocol>) -> RequestId {
         self.core.seq += 1;
         let id = RequestId(self.core.seq);
