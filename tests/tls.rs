@@ -560,3 +560,81 @@ fn shutdown_timeout_while_the_flush_is_stuck_reaches_the_app() {
     );
     assert_eq!(raw_failed_with(&sim, c.client_raw), timeout);
 }
+
+// ---------------------------------------------------------------------------------------
+// A protocol that connects from a callback hears the handshake's outcome
+// ---------------------------------------------------------------------------------------
+
+type Answer = Rc<RefCell<Vec<(&'static str, Result<StreamHandle, ConnectionError>)>>>;
+
+/// Opens one TLS connection with `Ctx::connect` and records `request_completed`, noting
+/// whether the app's `connection_made` (its handle set) came first.
+struct Opener {
+    engine: Option<aioport::tls::TlsEngine>,
+    app_handle: Rc<RefCell<Option<StreamHandle>>>,
+    answer: Answer,
+}
+
+impl Protocol for Opener {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let engine = self.engine.take().expect("once");
+        let endpoint = aioport::Endpoint::Addr("127.0.0.1:443".parse().unwrap());
+        ctx.connect(endpoint, Box::new(engine));
+        Ok(())
+    }
+    fn request_completed(
+        &mut self,
+        _: &mut Ctx<'_>,
+        _: aioport::RequestId,
+        outcome: Result<StreamHandle, ConnectionError>,
+    ) -> CallbackResult {
+        let when = if self.app_handle.borrow().is_some() { "after made" } else { "before made" };
+        self.answer.borrow_mut().push((when, outcome));
+        Ok(())
+    }
+}
+
+fn connect_from_a_callback(
+    setup: &Setup,
+    pki: &Pki,
+) -> (Answer, TlsSession, Rc<RefCell<Option<StreamHandle>>>) {
+    let mut sim = Sim::new(t0(), 21);
+    let server = setup.server(pki);
+    sim.listen(aioport::Endpoint::Addr("127.0.0.1:443".parse().unwrap()), move || {
+        Box::new(server.engine(App::echo()).unwrap())
+    });
+    let app = App::default();
+    let app_handle = app.handle.clone();
+    let engine = setup.client().engine(app).unwrap();
+    let session = engine.session();
+    let answer: Answer = Rc::new(RefCell::new(Vec::new()));
+    sim.open(Opener {
+        engine: Some(engine),
+        app_handle: app_handle.clone(),
+        answer: answer.clone(),
+    });
+    sim.run_until_idle();
+    (answer, session, app_handle)
+}
+
+#[test]
+fn ctx_connect_answer_waits_for_the_handshake_and_names_the_app_transport() {
+    let pki = Pki::new();
+    let (answer, session, app_handle) = connect_from_a_callback(&Setup::new(&pki), &pki);
+    let answer = answer.borrow();
+    let app = session.app().expect("handshake completed");
+    assert_eq!(app_handle.borrow().as_ref(), Some(&app));
+    assert_eq!(*answer, [("after made", Ok(app))], "one answer, after the app's connection_made");
+}
+
+#[test]
+fn ctx_connect_answer_is_the_handshake_failure() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.server_name = "example.com";
+    let (answer, session, app_handle) = connect_from_a_callback(&setup, &pki);
+    let failure = session.error().expect("the handshake failed");
+    assert!(failure.is_certificate_error(), "{failure:?}");
+    assert_eq!(*answer.borrow(), [("before made", Err(failure.to_connection_error()))]);
+    assert!(app_handle.borrow().is_none(), "the app saw nothing");
+}
