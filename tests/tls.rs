@@ -259,6 +259,9 @@ fn tls13_half_close_write_eof_keeps_reading_and_keep_open_is_honoured() {
     let (client_app, server_app) = (c.client_app(), c.server_app());
     sim.enter(|ctx| {
         assert_eq!(ctx.can_write_eof(client_app), Ok(true));
+        // The negotiated parameters are also the app transport's extra info.
+        let tls = ctx.extra(client_app).unwrap().tls.clone().expect("TLS info in Extra");
+        assert_eq!(Some(&*tls), c.client.info());
         ctx.write(client_app, &b"request"[..]).unwrap();
         ctx.write_eof(client_app).unwrap();
         assert_eq!(ctx.write(client_app, &b"x"[..]), Err(WriteError::AfterEof));
@@ -294,6 +297,10 @@ fn tls12_ignores_keep_open_and_refuses_write_eof() {
     assert_eq!(info.version, ProtocolVersion::TLSv1_2);
     assert!(!info.supports_half_close());
     let (client_app, server_app) = (c.client_app(), c.server_app());
+    sim.enter(|ctx| {
+        assert_eq!(ctx.can_write_eof(client_app), Ok(false));
+        assert_eq!(ctx.can_write_eof(server_app), Ok(false));
+    });
     // The peer's close_notify: EOF, and the keep-open answer is ignored.
     sim.enter(|ctx| ctx.close(client_app)).unwrap();
     sim.run_until_idle();

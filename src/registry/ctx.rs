@@ -599,6 +599,20 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Whether the connection under a served transport can half-close (on by default):
+    /// off, its `can_write_eof()` is false and a keep-open answer to `eof_received`
+    /// closes it anyway (TLS 1.2). See [`StreamTransport::set_half_close`].
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn set_served_half_close(&mut self, h: StreamHandle, on: bool) -> Result<(), DriverError> {
+        self.serve(h, |t, _, _| {
+            t.set_half_close(on);
+            Ok(())
+        })
+    }
+
     /// The serving side ended: the served transport is lost with `reason`.
     ///
     /// # Errors

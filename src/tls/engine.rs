@@ -22,7 +22,6 @@ use std::time::Instant;
 use rustls::Connection;
 
 use super::info::SessionState;
-use super::shim::AppShim;
 use super::sink::{AppClosed, Shared, Sink};
 use super::{TlsError, TlsInfo, TlsOptions, TlsSession};
 use crate::{
@@ -163,12 +162,15 @@ impl TlsEngine {
         };
         let half_close = info.supports_half_close();
         self.shared.borrow_mut().no_half_close = !half_close;
+        let extra = ctx.extra(raw).cloned().unwrap_or_default().with_tls(info.clone());
         let _ = self.session.0.info.set(info);
         let Some(factory) = self.app.take() else { return Ok(()) };
-        let app = Box::new(AppShim { app: factory(&self.session), no_half_close: !half_close });
-        let extra = ctx.extra(raw).cloned().unwrap_or_default();
+        let app = factory(&self.session);
         let sink = Box::new(Sink { shared: self.shared.clone() });
         let inner = ctx.insert_served_stream(app, extra, sink)?;
+        // TLS 1.2 has no half-close: `can_write_eof()` is false and a keep-open answer to
+        // `eof_received` is ignored (as asyncio ignores it for every TLS version; bpo-38737).
+        ctx.set_served_half_close(inner, half_close)?;
         self.inner = Some(inner);
         self.session.0.app.set(Some(inner));
         if let Some(request) = self.request.take() {

@@ -111,8 +111,8 @@
 //! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted (the sink's `Io::abort`, also after a fatal error or a panic of the app); [`TlsSession::abort`] also works during the handshake |
 //! | peer's `close_notify` | EOF for the app, after the data before it; TLS 1.3 honours a keep-open answer (the app may still write, then close); TLS 1.2 closes whatever the answer |
 //! | peer's TCP EOF without `close_notify` | EOF for the app as well (asyncio does the same); the raw transport stays open while the app keeps its side open |
-//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: the connection fails with `Unsupported` |
-//! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport; the TLS parameters are in [`TlsInfo`] |
+//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false, and a `write_eof()` nonetheless fails the connection with `Unsupported` |
+//! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport, with the TLS parameters ([`TlsInfo`]) in `Extra::tls` (also in [`TlsSession::info`]) |
 //! | timers | both timeouts are the engine's protocol timer (`poll_timeout` / `handle_timeout`): virtual in the harness |
 //!
 //! ## Where the core still limits the engine
@@ -124,18 +124,11 @@
 //! * The raw transport fails with `ConnectionError::Protocol` wrapping the [`TlsError`]
 //!   (the engine returns it from its callback); the app's transport gets the typed
 //!   `ConnectionError::Tls` / `Timeout`.
-//! * `can_write_eof()` is true on TLS 1.2 too, where `write_eof()` then fails.
-//! * The TLS 1.2 rule "a keep-open answer to `eof_received` is ignored" is applied by a
-//!   thin wrapper around the app protocol; a protocol installed later with `set_protocol`
-//!   has no wrapper, so its keep-open answer is honoured.
-//! * [`TlsInfo`] is reached through the [`TlsSession`], not through the app transport's
-//!   [`Extra`](crate::Extra).
 
 mod config;
 mod engine;
 mod error;
 mod info;
-mod shim;
 mod sink;
 mod time;
 

@@ -199,9 +199,10 @@ fn create_tls_connection_returns_after_the_handshake_then_echoes() {
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
     assert_eq!(info.peer_certificates, std::slice::from_ref(&pki.leaf));
     assert_eq!(session.app(), Some(app));
-    // The app's transport carries the raw socket's addresses.
-    let peer = lp.with(|ctx| ctx.extra(app).unwrap().peername);
-    assert!(peer.is_some_and(|p| p.ip().is_loopback()));
+    // The app's transport carries the raw socket's addresses and the TLS parameters.
+    let extra = lp.with(|ctx| ctx.extra(app).unwrap().clone());
+    assert!(extra.peername.is_some_and(|p| p.ip().is_loopback()));
+    assert_eq!(extra.tls.as_deref(), Some(info));
 
     lp.with(|ctx| ctx.write_slice(app, b"hello over TLS")).unwrap();
     lp.run_until_timeout(|| client.borrow().data.len() == 14, LIMIT).unwrap();
