@@ -218,6 +218,14 @@ fn close_notify_from_the_client() {
         [Event::Made, Event::data(b"last words"), Event::Eof, Event::Lost(None)]
     );
     assert_eq!(sim.transcript(client_app), [Event::Made, Event::Lost(None)]);
+    // asyncio's order: the app's connection_lost comes once the TLS shutdown finished —
+    // after the server's close_notify reached the client's raw transport.
+    let log = sim.log();
+    let at =
+        |h: StreamHandle, e: &Event| log.iter().position(|(x, ev)| *x == h.handle() && ev == e);
+    let last_raw_data =
+        log.iter().rposition(|(x, ev)| *x == c.client_raw.handle() && matches!(ev, Event::Data(_)));
+    assert!(at(client_app, &Event::Lost(None)) > last_raw_data);
     for raw in [c.client_raw, c.server_raw] {
         assert!(!sim.transcript(raw).contains(&Event::Timeout));
         assert_eq!(sim.transcript(raw).last(), Some(&Event::Lost(None)));
@@ -535,8 +543,13 @@ fn shutdown_timeout_when_the_peer_never_answers_close_notify() {
     sim.enter(|ctx| ctx.close(client_app)).unwrap();
     sim.run_until_idle();
     assert_eq!(sim.now() - closed_at, Duration::from_secs(30));
-    assert_eq!(sim.transcript(client_app), [Event::Made, Event::Lost(None)]);
+    // The app's connection_lost waits for the TLS shutdown and says it timed out
+    // (asyncio's TimeoutError).
     let timeout = TlsError::ShutdownTimeout(Duration::from_secs(30));
+    assert_eq!(
+        sim.transcript(client_app),
+        [Event::Made, Event::Lost(Some(timeout.to_connection_error()))]
+    );
     assert_eq!(raw_failed_with(&sim, c.client_raw), timeout);
     assert_eq!(c.client.error(), Some(timeout));
     assert_eq!(sim.transcript(c.server_app()), [Event::Made, Event::Eof]);

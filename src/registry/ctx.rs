@@ -531,6 +531,9 @@ impl<'a> Ctx<'a> {
         let entry = self.core.entry_mut(h)?;
         entry.sink = Some(sink);
         entry.server = Some(self.this);
+        if let Some(t) = entry.stream() {
+            t.set_served();
+        }
         Ok(StreamHandle::from_handle(h))
     }
 
@@ -613,7 +616,10 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The serving side ended: the served transport is lost with `reason`.
+    /// The serving side ended: the served transport is lost with `reason`. A served
+    /// transport closed gracefully (`close()`, or an EOF answered "close") waits for this
+    /// call before its `connection_lost`, so the serving protocol decides when the
+    /// connection is over (after a TLS shutdown) and why (a shutdown timeout).
     ///
     /// # Errors
     ///

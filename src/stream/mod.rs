@@ -135,6 +135,13 @@ pub struct StreamTransport {
     /// The connection supports half-close (false for a served TLS 1.2 transport):
     /// `can_write_eof()`, and whether a keep-open answer to `eof_received` is honoured.
     half_close: bool,
+    /// Served by another slot's protocol (DESIGN.md §3): a graceful close hands the sink
+    /// `Io::close`, and the connection is lost only when the serving side reports it
+    /// ended ([`handle_closed`](Self::handle_closed)) — a TLS connection is lost once its
+    /// shutdown finished.
+    served: bool,
+    /// The sink was closed; the serving side has not reported the end yet.
+    sink_closed: bool,
     extra: Extra,
 }
 
@@ -160,6 +167,8 @@ impl StreamTransport {
             peer_eof: false,
             eof_delivered: false,
             half_close: true,
+            served: false,
+            sink_closed: false,
             extra,
         }
     }
@@ -598,12 +607,24 @@ impl StreamTransport {
         self.queue.clear(pool);
         self.flow.set_external_pending(0, 0);
         self.release_inbound();
-        if graceful {
-            io.close(self.handle);
-        } else {
-            io.abort(self.handle);
+        if !self.sink_closed {
+            if graceful {
+                io.close(self.handle);
+            } else {
+                io.abort(self.handle);
+            }
+        }
+        if graceful && self.served && !self.sink_closed {
+            // Lost when the serving side says so (`handle_closed`).
+            self.sink_closed = true;
+            return;
         }
         self.lifecycle.set_lost(reason);
+    }
+
+    /// Marks this transport as served by another slot's protocol (see `served`).
+    pub(crate) fn set_served(&mut self) {
+        self.served = true;
     }
 
     fn release_inbound(&mut self) {

@@ -448,6 +448,9 @@ impl Protocol for TlsEngine {
             self.record_failure(ctx, e);
         }
         if let Some(inner) = self.inner {
+            // After the peer's EOF, failing to send our close_notify to it (EPIPE, a
+            // reset) says nothing about the data the app exchanged.
+            let err = err.filter(|_| !(self.tcp_eof || self.peer_closed));
             let reason = self.failure.as_ref().map(TlsError::to_connection_error).or(err);
             let _ = ctx.served_closed(inner, reason);
         }

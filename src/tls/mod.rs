@@ -107,7 +107,7 @@
 //! | write flow control across layers | while the raw transport is paused for writing the engine takes no plaintext: the app's transport queues it and pauses its protocol past its high-water mark; the raw transport's `resume_writing` hands over what waited and pulls the app's queue in order |
 //! | `write_buffer_size()` of the app's transport | its queue + ciphertext the engine holds, not yet handed to the raw transport (spec §15.4 ¶96) |
 //! | read back-pressure | decrypted data waits in the app's transport while its protocol paused reading; past 256 KiB the engine pauses the raw transport's reading, and resumes it at 64 KiB or once the app reads |
-//! | `close()` | the app's queue is flushed, then `close_notify`; the raw transport closes once the peer's `close_notify` (or TCP EOF) arrived, or fails after the shutdown timeout (30 s, counted from `close()`) |
+//! | `close()` | the app's queue is flushed, then `close_notify`; the raw transport closes once the peer's `close_notify` (or TCP EOF) arrived, or fails after the shutdown timeout (30 s, counted from `close()`). The app's `connection_lost` follows the raw transport's: `None`, or `Timeout` after the shutdown timeout (asyncio's order) |
 //! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted (the sink's `Io::abort`, also after a fatal error or a panic of the app); [`TlsSession::abort`] also works during the handshake |
 //! | peer's `close_notify` | EOF for the app, after the data before it; TLS 1.3 honours a keep-open answer (the app may still write, then close); TLS 1.2 closes whatever the answer |
 //! | peer's TCP EOF without `close_notify` | EOF for the app as well (asyncio does the same); the raw transport stays open while the app keeps its side open |
@@ -117,13 +117,12 @@
 //!
 //! ## Where the core still limits the engine
 //!
-//! * The app's `connection_lost` is delivered when its transport closed, which for
-//!   `close()` is before the TLS shutdown finished; a shutdown timeout after that is seen
-//!   only on the raw transport (asyncio hands `TimeoutError` to the app). A stuck flush
-//!   still gives the app `connection_lost(Timeout)`.
 //! * The raw transport fails with `ConnectionError::Protocol` wrapping the [`TlsError`]
 //!   (the engine returns it from its callback); the app's transport gets the typed
 //!   `ConnectionError::Tls` / `Timeout`.
+//! * The app's transport is served by the engine: if the engine itself panicked (a bug;
+//!   the loop's error hook is told and the raw transport aborted), nobody ends the app's
+//!   transport — it stays open, or closing after a `close()`, until the loop is dropped.
 
 mod config;
 mod engine;
