@@ -94,8 +94,22 @@ impl<D: Driver> Tls<D> {
     }
 }
 
-impl<D: Driver> Driver for Tls<D> {
-    const NAME: &'static str = "tls";
+/// The name of `Tls<Self>` in messages (`SKIPPED (tls+poll …)`).
+pub trait TlsName {
+    const TLS_NAME: &'static str;
+}
+
+impl TlsName for crate::poll::Poll {
+    const TLS_NAME: &'static str = "tls+poll";
+}
+
+#[cfg(feature = "testing")]
+impl TlsName for crate::sim::Sim {
+    const TLS_NAME: &'static str = "tls+sim";
+}
+
+impl<D: Driver + TlsName> Driver for Tls<D> {
+    const NAME: &'static str = D::TLS_NAME;
 
     fn new() -> Self {
         let (client, server) = configs();
