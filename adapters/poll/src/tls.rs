@@ -96,11 +96,13 @@ impl Loop {
         let _guard = RunGuard::enter()?;
         // The engine's handshake timer bounds this wait (unless the options removed it).
         loop {
-            if let Some(error) = session.error() {
-                return Err(tls_error(error));
-            }
+            // The app's transport first: once it exists the app saw `connection_made`,
+            // and a failure right after it is the app's `connection_lost`, not ours.
             if let Some(app) = session.app() {
                 return Ok((app, session));
+            }
+            if let Some(error) = session.error() {
+                return Err(tls_error(error));
             }
             if session.raw().is_some_and(|raw| self.registry.interest(raw.handle()).is_err()) {
                 // Gone without a recorded failure: the engine panicked (the error hook
