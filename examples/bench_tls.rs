@@ -48,7 +48,7 @@ impl Protocol for Echo {
     }
 }
 
-/// Pushes `total` bytes with flow control once `go` is called, counts the echo, closes.
+/// Pushes `total` bytes with flow control from `connection_made`, counts the echo, closes.
 struct Pusher {
     total: usize,
     sent: usize,
