@@ -1,8 +1,7 @@
-//! A TLS echo client and server over real `TcpStream`s on 127.0.0.1, with a certificate
-//! made at run time: the app protocols are ordinary stream protocols, the TLS engine is
-//! the raw transport's protocol. Each side runs its own `Registry` in a thread with the
-//! hand-written blocking loop of `examples/manual_loop.rs` (it moves onto the poll loop
-//! once that loop accepts TLS configuration).
+//! A TLS echo client and server on the built-in poll loop (`aioport-poll`, feature
+//! `tls`), over 127.0.0.1, with a certificate made at run time: the app protocols are
+//! ordinary stream protocols; `create_tls_server` and `create_tls_connection` put the TLS
+//! engine under them. Both ends run in one loop, on one thread.
 //!
 //! ```text
 //! cargo run --example tls_echo --features tls
@@ -12,22 +11,16 @@
 //! exits 0.
 
 use std::cell::RefCell;
-use std::io;
-use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread;
+use std::time::Duration;
 
 use aioport::tls::rustls::crypto::ring;
 use aioport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use aioport::tls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use aioport::tls::{TlsClient, TlsInfo, TlsServer, TlsSession};
-use aioport::{CallbackResult, ConnectionError, Ctx, Protocol};
-
-#[path = "support/blocking.rs"]
-mod blocking;
-
-use blocking::run;
+use aioport::{CallbackResult, ConnectionError, Ctx, Endpoint, Protocol};
+use aioport_poll::{Loop, ServerOptions};
 
 const LINES: [&str; 3] = ["hello over TLS\n", "a second line\n", "and a third\n"];
 
@@ -45,6 +38,7 @@ fn describe(info: &TlsInfo) -> String {
 /// Echoes every byte; closes when the client closes (its close_notify is our EOF).
 struct EchoServer {
     session: TlsSession,
+    lost: Rc<RefCell<bool>>,
 }
 
 impl Protocol for EchoServer {
@@ -64,20 +58,20 @@ impl Protocol for EchoServer {
     }
     fn connection_lost(&mut self, _: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
         println!("server: connection_lost({err:?})");
+        *self.lost.borrow_mut() = true;
         Ok(())
     }
 }
 
 /// Sends the lines, checks the echo, then closes (close_notify, the server's answer).
 struct Client {
-    session: TlsSession,
     echoed: Rc<RefCell<Vec<u8>>>,
+    lost: Rc<RefCell<bool>>,
 }
 
 impl Protocol for Client {
     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         println!("client: connection_made to {:?}", ctx.extra(ctx.stream())?.peername);
-        println!("client: {}", describe(self.session.info().expect("handshake done")));
         for line in LINES {
             ctx.write(ctx.stream(), line.as_bytes())?;
         }
@@ -95,6 +89,7 @@ impl Protocol for Client {
     }
     fn connection_lost(&mut self, _: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
         println!("client: connection_lost({err:?})");
+        *self.lost.borrow_mut() = true;
         Ok(())
     }
 }
@@ -130,27 +125,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (client, server) =
         (TlsClient::new(Arc::new(client), "localhost")?, TlsServer::new(Arc::new(server)));
 
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server_thread = thread::spawn(move || -> io::Result<()> {
-        let (stream, _) = listener.accept()?;
-        let engine = server
-            .engine_with(|session| Box::new(EchoServer { session: session.clone() }))
-            .map_err(io::Error::other)?;
-        run("server", stream, Box::new(engine))
-    });
+    let mut lp = Loop::new()?;
+    let server_lost = Rc::new(RefCell::new(false));
+    let lost = server_lost.clone();
+    let factory = move |session: &TlsSession| -> Box<dyn Protocol> {
+        Box::new(EchoServer { session: session.clone(), lost: lost.clone() })
+    };
+    let srv = lp.create_tls_server("127.0.0.1:0", server, factory, ServerOptions::default())?;
 
     let echoed = Rc::new(RefCell::new(Vec::new()));
-    let e = echoed.clone();
-    let engine = client
-        .engine_with(move |session| Box::new(Client { session: session.clone(), echoed: e }))?;
-    let session = engine.session();
-    run("client", TcpStream::connect(addr)?, Box::new(engine))?;
-    server_thread.join().expect("server thread")?;
+    let client_lost = Rc::new(RefCell::new(false));
+    let app = Client { echoed: echoed.clone(), lost: client_lost.clone() };
+    // Returns once the handshake completed (or fails with a typed TLS error).
+    let (_, session) =
+        lp.create_tls_connection(Endpoint::Addr(srv.addr()), &client, Box::new(app))?;
+    println!("client: {}", describe(session.info().expect("handshake done")));
+    lp.run_until_timeout(
+        || *client_lost.borrow() && *server_lost.borrow() && all_echoed(&echoed),
+        Duration::from_secs(10),
+    )?;
 
-    assert!(session.is_established(), "handshake failed: {:?}", session.error());
+    // The apps are done; the TLS shutdown (close_notify both ways) closes the raw sockets.
+    for _ in 0..1000 {
+        if lp.is_empty() {
+            break;
+        }
+        lp.run_once(Some(Duration::from_millis(10)))?;
+    }
+    assert!(lp.is_empty(), "{} transports still open after the TLS shutdown", lp.len());
     assert_eq!(session.error(), None, "the connection failed");
     assert_eq!(*echoed.borrow(), LINES.concat().as_bytes(), "the echo differs");
     println!("ok: {} bytes echoed over TLS", echoed.borrow().len());
     Ok(())
+}
+
+fn all_echoed(echoed: &Rc<RefCell<Vec<u8>>>) -> bool {
+    echoed.borrow().len() == LINES.concat().len()
 }

@@ -24,6 +24,10 @@ pub struct Extra {
     /// The OS file descriptor (`'socket'` / `'pipe'` give the object; here its number), for
     /// setting options the driver does not expose. Only the driver may close it.
     pub fd: Option<i32>,
+    /// What the TLS handshake negotiated (`'ssl_object'`, `'cipher'`, `'peercert'`): set
+    /// on the app's transport of a TLS connection (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 }
 
 impl Extra {
@@ -42,6 +46,13 @@ impl Extra {
     /// Sets the file descriptor number.
     pub fn with_fd(mut self, fd: i32) -> Self {
         self.fd = Some(fd);
+        self
+    }
+
+    /// Sets the negotiated TLS parameters.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> Self {
+        self.tls = Some(std::sync::Arc::new(info));
         self
     }
 }

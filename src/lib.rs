@@ -254,7 +254,7 @@ pub use lifecycle::Lifecycle;
 pub use limits::WriteBufferLimits;
 pub use protocol::{CallbackResult, DatagramProtocol, Protocol, RequestId};
 pub use registry::{
-    Ctx, Endpoint, LoopError, Registry, Request, TimerId, Trace, Tracer, TransportKind,
+    Ctx, Endpoint, HeldRequest, LoopError, Registry, Request, TimerId, Trace, Tracer, TransportKind,
 };
 pub use send_queue::{SendPool, SendQueue};
 pub use stream::{ReadPipeTransport, StreamTransport, WritePipeTransport};

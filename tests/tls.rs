@@ -218,6 +218,14 @@ fn close_notify_from_the_client() {
         [Event::Made, Event::data(b"last words"), Event::Eof, Event::Lost(None)]
     );
     assert_eq!(sim.transcript(client_app), [Event::Made, Event::Lost(None)]);
+    // asyncio's order: the app's connection_lost comes once the TLS shutdown finished —
+    // after the server's close_notify reached the client's raw transport.
+    let log = sim.log();
+    let at =
+        |h: StreamHandle, e: &Event| log.iter().position(|(x, ev)| *x == h.handle() && ev == e);
+    let last_raw_data =
+        log.iter().rposition(|(x, ev)| *x == c.client_raw.handle() && matches!(ev, Event::Data(_)));
+    assert!(at(client_app, &Event::Lost(None)) > last_raw_data);
     for raw in [c.client_raw, c.server_raw] {
         assert!(!sim.transcript(raw).contains(&Event::Timeout));
         assert_eq!(sim.transcript(raw).last(), Some(&Event::Lost(None)));
@@ -259,6 +267,9 @@ fn tls13_half_close_write_eof_keeps_reading_and_keep_open_is_honoured() {
     let (client_app, server_app) = (c.client_app(), c.server_app());
     sim.enter(|ctx| {
         assert_eq!(ctx.can_write_eof(client_app), Ok(true));
+        // The negotiated parameters are also the app transport's extra info.
+        let tls = ctx.extra(client_app).unwrap().tls.clone().expect("TLS info in Extra");
+        assert_eq!(Some(&*tls), c.client.info());
         ctx.write(client_app, &b"request"[..]).unwrap();
         ctx.write_eof(client_app).unwrap();
         assert_eq!(ctx.write(client_app, &b"x"[..]), Err(WriteError::AfterEof));
@@ -294,6 +305,10 @@ fn tls12_ignores_keep_open_and_refuses_write_eof() {
     assert_eq!(info.version, ProtocolVersion::TLSv1_2);
     assert!(!info.supports_half_close());
     let (client_app, server_app) = (c.client_app(), c.server_app());
+    sim.enter(|ctx| {
+        assert_eq!(ctx.can_write_eof(client_app), Ok(false));
+        assert_eq!(ctx.can_write_eof(server_app), Ok(false));
+    });
     // The peer's close_notify: EOF, and the keep-open answer is ignored.
     sim.enter(|ctx| ctx.close(client_app)).unwrap();
     sim.run_until_idle();
@@ -409,7 +424,7 @@ fn failed_handshake(sim: &mut Sim, c: &Conn) -> (TlsError, TlsError) {
     assert_eq!(c.client.error().as_ref(), Some(&client));
     let errors = sim.take_loop_errors();
     match errors.as_slice() {
-        [LoopError::CallbackFailed { handle, error, .. }] => {
+        [LoopError::Reported { handle, error }] => {
             assert_eq!(*handle, Some(c.server_raw.handle()));
             assert_eq!(protocol_error_source(error), Some(&server));
         }
@@ -508,7 +523,7 @@ fn handshake_timeout_client_and_server() {
     assert_eq!(raw_failed_with(&sim, raw), timeout);
     assert!(matches!(timeout.to_connection_error(), ConnectionError::Timeout(_)));
     match sim.take_loop_errors().as_slice() {
-        [LoopError::CallbackFailed { error, .. }] => {
+        [LoopError::Reported { error, .. }] => {
             assert_eq!(protocol_error_source(error), Some(&timeout))
         }
         other => panic!("{other:?}"),
@@ -528,8 +543,13 @@ fn shutdown_timeout_when_the_peer_never_answers_close_notify() {
     sim.enter(|ctx| ctx.close(client_app)).unwrap();
     sim.run_until_idle();
     assert_eq!(sim.now() - closed_at, Duration::from_secs(30));
-    assert_eq!(sim.transcript(client_app), [Event::Made, Event::Lost(None)]);
+    // The app's connection_lost waits for the TLS shutdown and says it timed out
+    // (asyncio's TimeoutError).
     let timeout = TlsError::ShutdownTimeout(Duration::from_secs(30));
+    assert_eq!(
+        sim.transcript(client_app),
+        [Event::Made, Event::Lost(Some(timeout.to_connection_error()))]
+    );
     assert_eq!(raw_failed_with(&sim, c.client_raw), timeout);
     assert_eq!(c.client.error(), Some(timeout));
     assert_eq!(sim.transcript(c.server_app()), [Event::Made, Event::Eof]);
@@ -559,4 +579,82 @@ fn shutdown_timeout_while_the_flush_is_stuck_reaches_the_app() {
         Some(&Event::Lost(Some(timeout.to_connection_error())))
     );
     assert_eq!(raw_failed_with(&sim, c.client_raw), timeout);
+}
+
+// ---------------------------------------------------------------------------------------
+// A protocol that connects from a callback hears the handshake's outcome
+// ---------------------------------------------------------------------------------------
+
+type Answer = Rc<RefCell<Vec<(&'static str, Result<StreamHandle, ConnectionError>)>>>;
+
+/// Opens one TLS connection with `Ctx::connect` and records `request_completed`, noting
+/// whether the app's `connection_made` (its handle set) came first.
+struct Opener {
+    engine: Option<aioport::tls::TlsEngine>,
+    app_handle: Rc<RefCell<Option<StreamHandle>>>,
+    answer: Answer,
+}
+
+impl Protocol for Opener {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let engine = self.engine.take().expect("once");
+        let endpoint = aioport::Endpoint::Addr("127.0.0.1:443".parse().unwrap());
+        ctx.connect(endpoint, Box::new(engine));
+        Ok(())
+    }
+    fn request_completed(
+        &mut self,
+        _: &mut Ctx<'_>,
+        _: aioport::RequestId,
+        outcome: Result<StreamHandle, ConnectionError>,
+    ) -> CallbackResult {
+        let when = if self.app_handle.borrow().is_some() { "after made" } else { "before made" };
+        self.answer.borrow_mut().push((when, outcome));
+        Ok(())
+    }
+}
+
+fn connect_from_a_callback(
+    setup: &Setup,
+    pki: &Pki,
+) -> (Answer, TlsSession, Rc<RefCell<Option<StreamHandle>>>) {
+    let mut sim = Sim::new(t0(), 21);
+    let server = setup.server(pki);
+    sim.listen(aioport::Endpoint::Addr("127.0.0.1:443".parse().unwrap()), move || {
+        Box::new(server.engine(App::echo()).unwrap())
+    });
+    let app = App::default();
+    let app_handle = app.handle.clone();
+    let engine = setup.client().engine(app).unwrap();
+    let session = engine.session();
+    let answer: Answer = Rc::new(RefCell::new(Vec::new()));
+    sim.open(Opener {
+        engine: Some(engine),
+        app_handle: app_handle.clone(),
+        answer: answer.clone(),
+    });
+    sim.run_until_idle();
+    (answer, session, app_handle)
+}
+
+#[test]
+fn ctx_connect_answer_waits_for_the_handshake_and_names_the_app_transport() {
+    let pki = Pki::new();
+    let (answer, session, app_handle) = connect_from_a_callback(&Setup::new(&pki), &pki);
+    let answer = answer.borrow();
+    let app = session.app().expect("handshake completed");
+    assert_eq!(app_handle.borrow().as_ref(), Some(&app));
+    assert_eq!(*answer, [("after made", Ok(app))], "one answer, after the app's connection_made");
+}
+
+#[test]
+fn ctx_connect_answer_is_the_handshake_failure() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.server_name = "example.com";
+    let (answer, session, app_handle) = connect_from_a_callback(&setup, &pki);
+    let failure = session.error().expect("the handshake failed");
+    assert!(failure.is_certificate_error(), "{failure:?}");
+    assert_eq!(*answer.borrow(), [("before made", Err(failure.to_connection_error()))]);
+    assert!(app_handle.borrow().is_none(), "the app saw nothing");
 }

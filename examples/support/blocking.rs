@@ -1,4 +1,4 @@
-//! The hand-written blocking driver shared by `manual_loop.rs` and `tls_echo.rs`: one
+//! The hand-written blocking driver of `manual_loop.rs`: one
 //! `Registry` per thread over one blocking `TcpStream`, timeouts from `poll_timeout()`
 //! through `set_read_timeout`, so the loop never spins.
 

@@ -75,25 +75,38 @@ impl Pair {
     }
 }
 
+/// Wraps the upstream side's protocol before it connects — for example in a TLS client
+/// engine, so that the relay originates TLS.
+pub type UpstreamWrap = Rc<dyn Fn(Box<dyn Protocol>) -> Box<dyn Protocol>>;
+
 /// One side of a relay. Make the downstream side with [`relay`]; it opens the upstream
 /// side itself.
 pub struct RelaySide {
     pair: Rc<Pair>,
     side: Side,
-    /// Where the downstream side connects (taken when it does).
-    upstream: Option<Endpoint>,
+    /// Where the downstream side connects, and how (taken when it does).
+    upstream: Option<(Endpoint, Option<UpstreamWrap>)>,
 }
 
 /// The protocol for an accepted connection: it connects to `upstream` and relays both
 /// ways. Use it in a server's protocol factory.
 pub fn relay(upstream: Endpoint, stats: &Rc<RelayStats>) -> Box<dyn Protocol> {
+    relay_with(upstream, stats, None)
+}
+
+/// As [`relay`], with the upstream side's protocol wrapped by `wrap`.
+pub fn relay_with(
+    upstream: Endpoint,
+    stats: &Rc<RelayStats>,
+    wrap: Option<UpstreamWrap>,
+) -> Box<dyn Protocol> {
     let pair = Pair {
         down: Cell::new(None),
         up: Cell::new(None),
         eof: [Cell::new(false), Cell::new(false)],
         stats: stats.clone(),
     };
-    Box::new(RelaySide { pair: Rc::new(pair), side: Side::Down, upstream: Some(upstream) })
+    Box::new(RelaySide { pair: Rc::new(pair), side: Side::Down, upstream: Some((upstream, wrap)) })
 }
 
 impl RelaySide {
@@ -120,9 +133,15 @@ impl Protocol for RelaySide {
                 stats.started.set(stats.started.get() + 1);
                 // Nothing to forward to until the upstream is connected.
                 ctx.pause_reading(me)?;
-                let upstream = self.upstream.take().expect("the downstream side connects once");
-                let up = RelaySide { pair: self.pair.clone(), side: Side::Up, upstream: None };
-                ctx.connect(upstream, Box::new(up));
+                let (upstream, wrap) =
+                    self.upstream.take().expect("the downstream side connects once");
+                let up: Box<dyn Protocol> =
+                    Box::new(RelaySide { pair: self.pair.clone(), side: Side::Up, upstream: None });
+                let up = match wrap {
+                    Some(wrap) => wrap(up),
+                    None => up,
+                };
+                ctx.connect(upstream, up);
             }
             Side::Up => match self.peer() {
                 Some(down) => {

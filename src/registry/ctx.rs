@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::state::{Core, Entry};
+use super::state::{Core, Entry, Notice};
 use super::transport::{AnyProtocol, Common, Transport, TransportKind};
 use super::{Endpoint, LoopError};
 use crate::ProtocolError;
@@ -47,6 +47,23 @@ pub struct Ctx<'a> {
     pub(super) io: &'a mut dyn Io,
     pub(super) this: Handle,
     now: Instant,
+}
+
+/// The answer to a [`Ctx::connect`] request, taken over by the new transport's protocol
+/// with [`Ctx::hold_request`] and given with [`Ctx::complete_request`]. Dropping it
+/// unanswered leaves the asking protocol without `request_completed`.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the asking protocol hears nothing until the request is completed"]
+pub struct HeldRequest {
+    requester: Handle,
+    id: RequestId,
+}
+
+impl HeldRequest {
+    /// The request's id, as the asking protocol got it from `connect`.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -463,13 +480,47 @@ impl<'a> Ctx<'a> {
     /// Asks the driver to open a stream connection to `endpoint` for `protocol`. Never
     /// blocks: the outcome arrives in this protocol's
     /// [`request_completed`](Protocol::request_completed), after the new transport's
-    /// `connection_made`.
+    /// `connection_made` — or later, when `protocol` takes the answer over with
+    /// [`hold_request`](Self::hold_request) (a TLS engine answers after its handshake).
     pub fn connect(&mut self, endpoint: Endpoint, protocol: Box<dyn Protocol>) -> RequestId {
         self.core.seq += 1;
         let id = RequestId(self.core.seq);
         let requester = self.core.entry(self.this).is_ok().then_some(self.this);
         self.core.start_connect(protocol, endpoint, requester, id);
         id
+    }
+
+    /// Takes over the answer to the [`connect`](Self::connect) request that opened this
+    /// callback's transport. Called from that transport's `connection_made`, it withholds
+    /// the asking protocol's `request_completed(Ok(..))`; the protocol answers later with
+    /// [`complete_request`](Self::complete_request). This is how a TLS engine reports the
+    /// handshake's outcome (and the app's transport) instead of the TCP connect.
+    ///
+    /// `None` when no answer is waiting: the transport was accepted or inserted by the
+    /// driver, opened by the driver's user rather than by a protocol, or the answer was
+    /// already delivered or held.
+    pub fn hold_request(&mut self) -> Option<HeldRequest> {
+        let this = self.this;
+        let i = self
+            .core
+            .notices
+            .iter()
+            .position(|n| n.outcome.as_ref().is_ok_and(|h| h.handle() == this))?;
+        let n = self.core.notices.remove(i)?;
+        Some(HeldRequest { requester: n.requester, id: n.id })
+    }
+
+    /// Answers a request taken over with [`hold_request`](Self::hold_request): the asking
+    /// protocol hears `request_completed(held.id(), outcome)` after the current callback
+    /// (and after the callbacks it caused on other transports, such as a new transport's
+    /// `connection_made`).
+    pub fn complete_request(
+        &mut self,
+        held: HeldRequest,
+        outcome: Result<StreamHandle, ConnectionError>,
+    ) {
+        let HeldRequest { requester, id } = held;
+        self.core.notices.push_back(Notice { requester, id, outcome });
     }
 
     // ----------------------------------------------------------------------------------
@@ -498,6 +549,9 @@ impl<'a> Ctx<'a> {
         let entry = self.core.entry_mut(h)?;
         entry.sink = Some(sink);
         entry.server = Some(self.this);
+        if let Some(t) = entry.stream() {
+            t.set_served();
+        }
         Ok(StreamHandle::from_handle(h))
     }
 
@@ -566,7 +620,24 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The serving side ended: the served transport is lost with `reason`.
+    /// Whether the connection under a served transport can half-close (on by default):
+    /// off, its `can_write_eof()` is false and a keep-open answer to `eof_received`
+    /// closes it anyway (TLS 1.2). See [`StreamTransport::set_half_close`].
+    ///
+    /// # Errors
+    ///
+    /// As [`feed_data`](Self::feed_data).
+    pub fn set_served_half_close(&mut self, h: StreamHandle, on: bool) -> Result<(), DriverError> {
+        self.serve(h, |t, _, _| {
+            t.set_half_close(on);
+            Ok(())
+        })
+    }
+
+    /// The serving side ended: the served transport is lost with `reason`. A served
+    /// transport closed gracefully (`close()`, or an EOF answered "close") waits for this
+    /// call before its `connection_lost`, so the serving protocol decides when the
+    /// connection is over (after a TLS shutdown) and why (a shutdown timeout).
     ///
     /// # Errors
     ///

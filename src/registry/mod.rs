@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use std::net::SocketAddr;
 
-pub use self::ctx::{Ctx, TimerId};
+pub use self::ctx::{Ctx, HeldRequest, TimerId};
 pub(crate) use self::state::Core;
 use self::state::Transport;
 pub use self::transport::TransportKind;

@@ -123,7 +123,9 @@ impl StreamTransport {
     }
 
     /// The driver found the socket dead (or, for a transport served by another protocol,
-    /// the serving side ended): the connection ends with `connection_lost(reason)`.
+    /// the serving side ended — also after a graceful `close()`, whose
+    /// `connection_lost` waits for this): the connection ends with
+    /// `connection_lost(reason)`.
     ///
     /// # Errors
     ///
@@ -135,6 +137,8 @@ impl StreamTransport {
         pool: &mut SendPool,
     ) -> Result<(), DriverError> {
         self.check_open()?;
+        // The serving side ended: nothing more to wait for.
+        self.served = false;
         self.lose(reason, true, io, pool);
         Ok(())
     }

@@ -132,6 +132,16 @@ pub struct StreamTransport {
     /// The driver reported the peer's EOF.
     peer_eof: bool,
     eof_delivered: bool,
+    /// The connection supports half-close (false for a served TLS 1.2 transport):
+    /// `can_write_eof()`, and whether a keep-open answer to `eof_received` is honoured.
+    half_close: bool,
+    /// Served by another slot's protocol (DESIGN.md §3): a graceful close hands the sink
+    /// `Io::close`, and the connection is lost only when the serving side reports it
+    /// ended ([`handle_closed`](Self::handle_closed)) — a TLS connection is lost once its
+    /// shutdown finished.
+    served: bool,
+    /// The sink was closed; the serving side has not reported the end yet.
+    sink_closed: bool,
     extra: Extra,
 }
 
@@ -156,6 +166,9 @@ impl StreamTransport {
             shutdown_done: false,
             peer_eof: false,
             eof_delivered: false,
+            half_close: true,
+            served: false,
+            sink_closed: false,
             extra,
         }
     }
@@ -307,9 +320,18 @@ impl StreamTransport {
         }
     }
 
-    /// True when [`write_eof`](Self::write_eof) is supported: sockets and write pipes.
+    /// True when [`write_eof`](Self::write_eof) is supported: sockets and write pipes,
+    /// unless half-close was turned off ([`set_half_close`](Self::set_half_close)).
     pub fn can_write_eof(&self) -> bool {
-        self.kind != StreamKind::ReadPipe
+        self.kind != StreamKind::ReadPipe && self.half_close
+    }
+
+    /// Whether the connection under this transport can half-close (on by default). A
+    /// serving protocol turns it off when its connection cannot (TLS 1.2): then
+    /// `can_write_eof()` is false and a keep-open answer to `eof_received` closes anyway
+    /// (asyncio's SSL transport). What `write_eof()` does then is up to the sink.
+    pub fn set_half_close(&mut self, on: bool) {
+        self.half_close = on;
     }
 
     /// Closes the transport: no more data is delivered, what is queued is still flushed,
@@ -470,9 +492,10 @@ impl StreamTransport {
 
     /// Reports the protocol's answer to `eof_received`: `keep_open` (asyncio's truthy
     /// return) keeps the write side open (half-close); otherwise the transport closes,
-    /// flushing first. A read pipe closes whatever the answer (spec §4.10).
+    /// flushing first. A read pipe closes whatever the answer (spec §4.10), and so does a
+    /// transport without half-close ([`set_half_close`](Self::set_half_close)).
     pub fn handle_eof_answer(&mut self, keep_open: bool, io: &mut dyn Io, pool: &mut SendPool) {
-        if !keep_open || self.kind == StreamKind::ReadPipe {
+        if !keep_open || self.kind == StreamKind::ReadPipe || !self.half_close {
             self.close(io, pool);
         }
     }
@@ -584,12 +607,24 @@ impl StreamTransport {
         self.queue.clear(pool);
         self.flow.set_external_pending(0, 0);
         self.release_inbound();
-        if graceful {
-            io.close(self.handle);
-        } else {
-            io.abort(self.handle);
+        if !self.sink_closed {
+            if graceful {
+                io.close(self.handle);
+            } else {
+                io.abort(self.handle);
+            }
+        }
+        if graceful && self.served && !self.sink_closed {
+            // Lost when the serving side says so (`handle_closed`).
+            self.sink_closed = true;
+            return;
         }
         self.lifecycle.set_lost(reason);
+    }
+
+    /// Marks this transport as served by another slot's protocol (see `served`).
+    pub(crate) fn set_served(&mut self) {
+        self.served = true;
     }
 
     fn release_inbound(&mut self) {

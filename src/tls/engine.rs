@@ -22,10 +22,11 @@ use std::time::Instant;
 use rustls::Connection;
 
 use super::info::SessionState;
-use super::shim::AppShim;
 use super::sink::{AppClosed, Shared, Sink};
 use super::{TlsError, TlsInfo, TlsOptions, TlsSession};
-use crate::{CallbackResult, ConnectionError, Ctx, Protocol, ProtocolError, StreamHandle};
+use crate::{
+    CallbackResult, ConnectionError, Ctx, HeldRequest, Protocol, ProtocolError, StreamHandle,
+};
 
 /// Builds the app protocol once the handshake completed.
 pub(super) type AppFactory = Box<dyn FnOnce(&TlsSession) -> Box<dyn Protocol>>;
@@ -57,9 +58,9 @@ pub struct TlsEngine {
     handshake_deadline: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     shutdown_started: bool,
-    /// Decrypted bytes fed to the app's transport while it was not reading: what it holds
-    /// undelivered (read back-pressure, spec §15.3 ¶93).
-    held: usize,
+    /// The answer to the `Ctx::connect` that opened the raw transport, withheld until the
+    /// handshake's outcome is known.
+    request: Option<HeldRequest>,
     raw_read_paused: bool,
     /// The app's transport was given EOF.
     eof_fed: bool,
@@ -91,7 +92,7 @@ impl TlsEngine {
             handshake_deadline: None,
             shutdown_deadline: None,
             shutdown_started: false,
-            held: 0,
+            request: None,
             raw_read_paused: false,
             eof_fed: false,
             peer_closed: false,
@@ -161,14 +162,20 @@ impl TlsEngine {
         };
         let half_close = info.supports_half_close();
         self.shared.borrow_mut().no_half_close = !half_close;
+        let extra = ctx.extra(raw).cloned().unwrap_or_default().with_tls(info.clone());
         let _ = self.session.0.info.set(info);
         let Some(factory) = self.app.take() else { return Ok(()) };
-        let app = Box::new(AppShim { app: factory(&self.session), no_half_close: !half_close });
-        let extra = ctx.extra(raw).cloned().unwrap_or_default();
-        let sink = Box::new(Sink { shared: self.shared.clone(), session: self.session.0.clone() });
+        let app = factory(&self.session);
+        let sink = Box::new(Sink { shared: self.shared.clone() });
         let inner = ctx.insert_served_stream(app, extra, sink)?;
+        // TLS 1.2 has no half-close: `can_write_eof()` is false and a keep-open answer to
+        // `eof_received` is ignored (as asyncio ignores it for every TLS version; bpo-38737).
+        ctx.set_served_half_close(inner, half_close)?;
         self.inner = Some(inner);
         self.session.0.app.set(Some(inner));
+        if let Some(request) = self.request.take() {
+            ctx.complete_request(request, Ok(inner));
+        }
         Ok(())
     }
 
@@ -176,11 +183,6 @@ impl TlsEngine {
     /// paused reading) and the peer's `close_notify` in as EOF.
     fn deliver_plaintext(&mut self, ctx: &mut Ctx<'_>) {
         let inner = self.inner;
-        // What the app's transport holds is delivered whole at its next turn if it reads.
-        let reading = inner.is_some_and(|h| ctx.is_reading(h).unwrap_or(false));
-        if reading {
-            self.held = 0;
-        }
         loop {
             let mut s = self.shared.borrow_mut();
             let mut reader = s.conn.reader();
@@ -192,11 +194,8 @@ impl TlsEngine {
                 Ok(chunk) => {
                     let n = chunk.len();
                     // After the app closed, data is discarded (asyncio stops delivering).
-                    if let Some(h) = inner
-                        && ctx.feed_data(h, chunk).is_ok()
-                        && !reading
-                    {
-                        self.held += n;
+                    if let Some(h) = inner {
+                        let _ = ctx.feed_data(h, chunk);
                     }
                     reader.consume(n);
                 }
@@ -217,8 +216,9 @@ impl TlsEngine {
         }
     }
 
-    /// Read back-pressure: stop reading the raw transport while the app's transport holds
-    /// more than the high mark for a paused app, read again at the low mark. Held data is
+    /// Read back-pressure (spec §15.3 ¶93): stop reading the raw transport while the app's
+    /// transport holds more than the high mark of decrypted data its paused protocol has
+    /// not received ([`Ctx::served_inbound`]), read again at the low mark. Held data is
     /// delivered whole once the app reads, so "reading" counts as nothing held.
     fn gate_reading(&mut self, ctx: &mut Ctx<'_>) {
         let (Some(raw), Some(inner)) = (self.raw, self.inner) else { return };
@@ -226,14 +226,16 @@ impl TlsEngine {
         let closing = ctx.is_closing(inner).unwrap_or(true);
         // After EOF nothing more is held back, and a closing app must not stop us from
         // reading the peer's close_notify.
-        if reading || closing || self.eof_fed || self.phase != Phase::Open {
-            self.held = 0;
-        }
+        let held = if reading || closing || self.eof_fed || self.phase != Phase::Open {
+            0
+        } else {
+            ctx.served_inbound(inner).unwrap_or(0)
+        };
         let (high, low) = self.options.read_limits();
-        if self.raw_read_paused && self.held <= low {
+        if self.raw_read_paused && held <= low {
             self.raw_read_paused = false;
             let _ = ctx.resume_reading(raw);
-        } else if !self.raw_read_paused && self.held > high {
+        } else if !self.raw_read_paused && held > high {
             self.raw_read_paused = true;
             let _ = ctx.pause_reading(raw);
         }
@@ -353,12 +355,25 @@ impl TlsEngine {
         if let Some(raw) = self.raw {
             self.hand_over(ctx, raw);
         }
-        *self.session.0.error.borrow_mut() = Some(err.clone());
-        self.failure = Some(err.clone());
+        self.record_failure(ctx, err.clone());
         if let Some(inner) = self.inner {
             let _ = ctx.served_closed(inner, Some(err.to_connection_error()));
         }
         ProtocolError::from(err)
+    }
+
+    /// Keeps why the connection failed where its observers look: the session, the asking
+    /// protocol's withheld `request_completed`, and for a server-side handshake failure
+    /// (no other observer) the loop's error queue, as asyncio's exception handler.
+    fn record_failure(&mut self, ctx: &mut Ctx<'_>, err: TlsError) {
+        *self.session.0.error.borrow_mut() = Some(err.clone());
+        if let Some(request) = self.request.take() {
+            ctx.complete_request(request, Err(err.to_connection_error()));
+        }
+        if self.is_server && self.inner.is_none() && err.is_reported() {
+            ctx.report_error(ProtocolError::from(err.clone()));
+        }
+        self.failure = Some(err);
     }
 }
 
@@ -369,6 +384,9 @@ impl Protocol for TlsEngine {
         self.session.0.raw.set(Some(raw));
         let timeout = self.options.handshake_timeout();
         self.handshake_deadline = timeout.and_then(|t| ctx.now().checked_add(t));
+        // A connect request's answer waits for the handshake (asyncio's
+        // `await create_connection(ssl=...)` returns after it).
+        self.request = ctx.hold_request();
         // A client's ClientHello is ready from the start.
         let _ = self.shared.borrow_mut().drain_tls();
         self.pump(ctx)
@@ -427,22 +445,16 @@ impl Protocol for TlsEngine {
             } else {
                 TlsError::ConnectionLost(err.clone())
             };
-            *self.session.0.error.borrow_mut() = Some(e.clone());
-            self.failure = Some(e);
+            self.record_failure(ctx, e);
         }
         if let Some(inner) = self.inner {
+            // After the peer's EOF, failing to send our close_notify to it (EPIPE, a
+            // reset) says nothing about the data the app exchanged.
+            let err = err.filter(|_| !(self.tcp_eof || self.peer_closed));
             let reason = self.failure.as_ref().map(TlsError::to_connection_error).or(err);
             let _ = ctx.served_closed(inner, reason);
         }
-        // A failed server-side handshake has no other observer: the loop's error queue
-        // hears of it (asyncio's exception handler). Returning the error from this
-        // callback is how a protocol reaches that queue today.
-        match &self.failure {
-            Some(f) if self.is_server && self.inner.is_none() && f.is_reported() => {
-                Err(ProtocolError::from(f.clone()))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -6,11 +6,13 @@ use crate::ConnectionError;
 
 /// Why a TLS connection failed.
 ///
-/// It reaches three places: the app protocol's `connection_lost` (as a [`ConnectionError`],
+/// It reaches these places: the app protocol's `connection_lost` (as a [`ConnectionError`],
 /// see [`to_connection_error`](Self::to_connection_error)) when the connection was already
-/// established; [`TlsSession::error`](super::TlsSession::error) always; and, for
-/// handshake failures on the server side, the loop's error queue
-/// ([`Registry::poll_error`](crate::Registry::poll_error)).
+/// established; [`TlsSession::error`](super::TlsSession::error) always; the
+/// `request_completed` of a protocol that opened the connection with `Ctx::connect` (as a
+/// `ConnectionError`) when the handshake failed; and, for handshake failures on the
+/// server side, the loop's error queue
+/// ([`Registry::poll_error`](crate::Registry::poll_error), as `LoopError::Reported`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {

@@ -58,8 +58,6 @@ pub(super) struct SessionState {
     pub(super) error: RefCell<Option<TlsError>>,
     pub(super) raw: Cell<Option<StreamHandle>>,
     pub(super) app: Cell<Option<StreamHandle>>,
-    /// `TlsSession::abort` was called: the app transport's close is an abort.
-    pub(super) abort: Cell<bool>,
 }
 
 /// Observes one TLS connection from outside its callbacks: what the handshake negotiated,
@@ -99,18 +97,14 @@ impl TlsSession {
     }
 
     /// Aborts the connection without the TLS shutdown: no `close_notify`, no wait for the
-    /// peer's, queues dropped, the raw transport aborted. Works during the handshake too.
-    ///
-    /// `ctx.abort(app)` on the app transport does the same when data is still queued; with
-    /// nothing queued the engine cannot tell it from `close()` yet (both reach it as
-    /// `Io::close`), so it runs the TLS shutdown — in the background, as the app's
-    /// `connection_lost` was already delivered. This method always aborts.
+    /// peer's, queues dropped, the raw transport aborted. `ctx.abort(app)` on the app's
+    /// transport does the same; this also works during the handshake, before the app's
+    /// transport exists.
     ///
     /// # Errors
     ///
     /// [`HandleError`] when neither transport is live.
     pub fn abort(&self, ctx: &mut Ctx<'_>) -> Result<(), HandleError> {
-        self.0.abort.set(true);
         match (self.app(), self.raw()) {
             (Some(app), Some(raw)) => {
                 // The app transport may already be gone (closed, the shutdown running).

@@ -25,6 +25,16 @@
 //! factory of `engine_with`) tells what was negotiated ([`TlsInfo`]) and why a connection
 //! failed ([`TlsError`]).
 //!
+//! A protocol that opens a TLS connection with `Ctx::connect(endpoint, engine)` hears
+//! `request_completed` once the **handshake** completed — `Ok` with the app's transport,
+//! after its `connection_made` — or failed, with the error as a `ConnectionError` (the
+//! typed [`TlsError`] is in the session). The engine holds the connect's answer
+//! ([`Ctx::hold_request`](crate::Ctx::hold_request)) until then, as asyncio's
+//! `await create_connection(ssl=...)` returns only after the handshake.
+//!
+//! On the built-in poll loop (`aioport-poll`, feature `tls`),
+//! `Loop::create_tls_connection` and `Loop::create_tls_server` do this wiring.
+//!
 //! The in-memory harness (`aioport::testing`, feature `testing`) runs TLS like anything
 //! else; give rustls a [`VirtualTime`] so certificate validity is checked against a time
 //! the test chooses:
@@ -92,45 +102,32 @@
 //! |---|---|
 //! | handshake | the handshake timer (60 s) starts at the raw transport's `connection_made`; on success the app's transport is created and its `connection_made` follows (asyncio's order) |
 //! | writes before the handshake completed | the app has no handle before its `connection_made`; a transport that exists earlier (start_tls, later) has its writes buffered: rustls keeps up to 64 KiB, the rest waits in the app transport's queue, all sent after the handshake in order |
-//! | handshake failure | bad certificate, wrong name, alert, peer EOF, timeout: the alert goes out, the raw transport fails with the error, the app protocol sees neither `connection_made` nor `connection_lost`; [`TlsSession::error`] keeps it; on the server side TLS errors and timeouts go to the loop's error queue (a peer that merely closed or reset does not: asyncio logs no `OSError` there) |
+//! | handshake failure | bad certificate, wrong name, alert, peer EOF, timeout: the alert goes out, the raw transport fails with the error, the app protocol sees neither `connection_made` nor `connection_lost`; [`TlsSession::error`] keeps it, a `Ctx::connect` requester hears it in `request_completed`; on the server side TLS errors and timeouts go to the loop's error queue as `LoopError::Reported` (a peer that merely closed or reset does not: asyncio logs no `OSError` there) |
 //! | write path | an app `write` is encrypted inside the call and handed to the raw transport right after the app's callback (spec §15.4 ¶95). The engine acts like a socket whose buffer is the raw transport's room below its high-water mark, except that a write finding no ciphertext waiting is taken whole: one large write never pauses the app by itself (asyncio's fast path), and a protocol writing until `is_writing_paused()` stops after high water plus one write, as over TCP |
 //! | write flow control across layers | while the raw transport is paused for writing the engine takes no plaintext: the app's transport queues it and pauses its protocol past its high-water mark; the raw transport's `resume_writing` hands over what waited and pulls the app's queue in order |
 //! | `write_buffer_size()` of the app's transport | its queue + ciphertext the engine holds, not yet handed to the raw transport (spec §15.4 ¶96) |
 //! | read back-pressure | decrypted data waits in the app's transport while its protocol paused reading; past 256 KiB the engine pauses the raw transport's reading, and resumes it at 64 KiB or once the app reads |
-//! | `close()` | the app's queue is flushed, then `close_notify`; the raw transport closes once the peer's `close_notify` (or TCP EOF) arrived, or fails after the shutdown timeout (30 s, counted from `close()`) |
-//! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted — see [`TlsSession::abort`] for the one case the engine cannot tell from `close()` |
+//! | `close()` | the app's queue is flushed, then `close_notify`; the raw transport closes once the peer's `close_notify` (or TCP EOF) arrived, or fails after the shutdown timeout (30 s, counted from `close()`). The app's `connection_lost` follows the raw transport's: `None`, or `Timeout` after the shutdown timeout (asyncio's order) |
+//! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted (the sink's `Io::abort`, also after a fatal error or a panic of the app); [`TlsSession::abort`] also works during the handshake |
 //! | peer's `close_notify` | EOF for the app, after the data before it; TLS 1.3 honours a keep-open answer (the app may still write, then close); TLS 1.2 closes whatever the answer |
 //! | peer's TCP EOF without `close_notify` | EOF for the app as well (asyncio does the same); the raw transport stays open while the app keeps its side open |
-//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: the connection fails with `Unsupported` |
-//! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport; the TLS parameters are in [`TlsInfo`] |
+//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false, and a `write_eof()` nonetheless fails the connection with `Unsupported` |
+//! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport, with the TLS parameters ([`TlsInfo`]) in `Extra::tls` (also in [`TlsSession::info`]) |
 //! | timers | both timeouts are the engine's protocol timer (`poll_timeout` / `handle_timeout`): virtual in the harness |
 //!
 //! ## Where the core still limits the engine
 //!
-//! * The app's `connection_lost` is delivered when its transport closed, which for
-//!   `close()` is before the TLS shutdown finished; a shutdown timeout after that is seen
-//!   only on the raw transport (asyncio hands `TimeoutError` to the app). A stuck flush
-//!   still gives the app `connection_lost(Timeout)`.
-//! * `close()` and `abort()` both end in `Io::close` on the sink: with nothing queued the
-//!   engine treats it as `close()` (use [`TlsSession::abort`] to always abort).
 //! * The raw transport fails with `ConnectionError::Protocol` wrapping the [`TlsError`]
 //!   (the engine returns it from its callback); the app's transport gets the typed
 //!   `ConnectionError::Tls` / `Timeout`.
-//! * `can_write_eof()` is true on TLS 1.2 too, where `write_eof()` then fails.
-//! * Server-side handshake failures reach the error queue as a failed `connection_lost`
-//!   of the engine (`LoopError::CallbackFailed`), with the [`TlsError`] as the source.
-//! * The core wakes the engine only when the app acts on its transport through `Ctx`; the
-//!   transport also ends by itself (an `eof_received` answered "close", a fatal callback
-//!   error). The engine therefore wraps the app protocol in a forwarding shim whose
-//!   `connection_lost` wakes it; a protocol installed later with `set_protocol` has no
-//!   shim, and neither does a protocol that panicked: such a close reaches the engine with
-//!   the next raw event.
+//! * The app's transport is served by the engine: if the engine itself panicked (a bug;
+//!   the loop's error hook is told and the raw transport aborted), nobody ends the app's
+//!   transport — it stays open, or closing after a `close()`, until the loop is dropped.
 
 mod config;
 mod engine;
 mod error;
 mod info;
-mod shim;
 mod sink;
 mod time;
 

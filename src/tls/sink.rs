@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use rustls::Connection;
 
-use super::info::SessionState;
 use crate::{Handle, Io};
 
 /// How the app's transport ended, as far as the engine can tell.
@@ -16,8 +15,8 @@ use crate::{Handle, Io};
 pub(super) enum AppClosed {
     /// `close()` after its queue drained (or an EOF answered "close"): run the TLS shutdown.
     Graceful,
-    /// `abort()` (or a fatal error) with bytes still queued, or `TlsSession::abort`: drop
-    /// everything and abort the raw transport.
+    /// `abort()`, a fatal error or a panic (`Io::abort`): drop everything and abort the
+    /// raw transport.
     Abort,
 }
 
@@ -70,7 +69,6 @@ impl Shared {
 /// The `Io` of the app's transport.
 pub(super) struct Sink {
     pub(super) shared: Rc<RefCell<Shared>>,
-    pub(super) session: Rc<SessionState>,
 }
 
 impl Io for Sink {
@@ -141,8 +139,10 @@ impl Io for Sink {
     }
 
     fn close(&mut self, _h: Handle) {
-        let mut s = self.shared.borrow_mut();
-        let abort = s.queued || self.session.abort.get();
-        s.closed = Some(if abort { AppClosed::Abort } else { AppClosed::Graceful });
+        self.shared.borrow_mut().closed = Some(AppClosed::Graceful);
+    }
+
+    fn abort(&mut self, _h: Handle) {
+        self.shared.borrow_mut().closed = Some(AppClosed::Abort);
     }
 }

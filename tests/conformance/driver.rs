@@ -2,10 +2,15 @@
 //! driver (tokio, smol, …) and add one `conformance!` line in `main.rs`; the scenarios
 //! and protocols stay as they are.
 
+use std::rc::Rc;
+
 use aioport::{
     ConnectionError, Ctx, DatagramAddr, DatagramHandle, DatagramProtocol, Endpoint, LoopError,
     Protocol, StreamHandle,
 };
+
+/// Wraps an app protocol for `Ctx::connect`: see [`Driver::client_wrap`].
+pub type ClientWrap = Rc<dyn Fn(Box<dyn Protocol>) -> Box<dyn Protocol>>;
 
 /// Builds the protocol of each connection a listener accepts.
 pub type Factory = Box<dyn FnMut() -> Box<dyn Protocol>>;
@@ -38,6 +43,13 @@ pub trait Driver {
         to: &Endpoint,
         protocol: Box<dyn Protocol>,
     ) -> Result<StreamHandle, ConnectionError>;
+
+    /// What turns an app protocol into the one a protocol hands `Ctx::connect` for it:
+    /// the app itself, or (the TLS axis) a TLS engine serving it. A closure, so protocols
+    /// that connect from their callbacks (the relay) can keep it.
+    fn client_wrap(&mut self) -> ClientWrap {
+        Rc::new(|app| app)
+    }
 
     /// An endpoint nobody listens on.
     fn unused_endpoint(&mut self) -> Endpoint;

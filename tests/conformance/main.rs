@@ -11,6 +11,8 @@
 //!   datagram sockets), with their own `datagram_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
 //!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time.
+//! * `tls.rs` (feature `tls`): `Tls<D>`, any driver with TLS under every stream
+//!   connection; the stream scenarios run on it unchanged.
 //!
 //! Adding a driver: implement `Driver` and add one `conformance!` line below. Every run is
 //! bounded (30 s of real time on sockets, a step budget in the simulation).
@@ -24,6 +26,8 @@ mod relay;
 mod scenarios;
 #[cfg(feature = "testing")]
 mod sim;
+#[cfg(feature = "tls")]
+mod tls;
 
 /// One `#[test]` per scenario for a driver, in a module named after it.
 macro_rules! conformance {
@@ -119,6 +123,10 @@ macro_rules! conformance {
 conformance!(on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 conformance!(on_sim, crate::sim::Sim);
+#[cfg(feature = "tls")]
+conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
+#[cfg(all(feature = "tls", feature = "testing"))]
+conformance!(tls_on_sim, crate::tls::Tls<crate::sim::Sim>);
 
 datagram_conformance!(datagram_on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]

@@ -30,6 +30,11 @@ fn recording_factory(
     (all, factory)
 }
 
+/// The writer's protocol is between `pause_writing` and `resume_writing`.
+fn is_paused(s: &Seen) -> bool {
+    s.pauses > s.resumes
+}
+
 fn lost_cleanly(s: &Seen) -> bool {
     matches!(s.lost, Some(None))
 }
@@ -228,7 +233,9 @@ pub fn peer_stops_reading<D: Driver>(d: &mut D) {
             Box::new(Pusher { seen: w.clone(), total: TOTAL, when_sent: WhenSent::Close }),
         )
         .expect("connect");
-    d.run_until("the writer pauses", || w.borrow().pauses == 1 && sink.borrow().handle.is_some());
+    // Paused now; not necessarily for the first time: a layer with its own buffer (TLS
+    // reads up to 256 KiB for a paused app) can drain a first episode.
+    d.run_until("the writer pauses", || is_paused(&w.borrow()) && sink.borrow().handle.is_some());
     let sent = w.borrow().sent;
     assert!(sent < TOTAL, "a paused writer stops writing");
     assert_eq!(sink.borrow().received, 0, "the peer reads nothing while paused");
@@ -267,7 +274,9 @@ pub fn abort_with_queued_buffer<D: Driver>(d: &mut D) {
             Box::new(Pusher { seen: w.clone(), total: TOTAL, when_sent: WhenSent::Stay }),
         )
         .expect("connect");
-    d.run_until("the writer pauses", || w.borrow().pauses == 1 && sink.borrow().handle.is_some());
+    // Paused now; not necessarily for the first time: a layer with its own buffer (TLS
+    // reads up to 256 KiB for a paused app) can drain a first episode.
+    d.run_until("the writer pauses", || is_paused(&w.borrow()) && sink.borrow().handle.is_some());
     let queued = d.with(|ctx| {
         let queued = ctx.write_buffer_size(h).expect("writer alive");
         ctx.abort(h).expect("abort");
@@ -275,13 +284,14 @@ pub fn abort_with_queued_buffer<D: Driver>(d: &mut D) {
         queued
     });
     assert!(queued > 0);
+    let resumes_before_abort = w.borrow().resumes;
     d.run_until("the writer's connection_lost", || w.borrow().is_lost());
     let sink_h = sink.borrow().handle.expect("the peer's handle");
     d.with(|ctx| ctx.resume_reading(sink_h).expect("peer alive"));
     d.run_until("the peer's connection_lost", || sink.borrow().is_lost());
     let (w, sink) = (w.borrow(), sink.borrow());
     assert!(lost_cleanly(&w), "abort is not an error: {:?}", w.lost);
-    assert_eq!(w.resumes, 0, "no resume_writing after abort");
+    assert_eq!(w.resumes, resumes_before_abort, "no resume_writing after abort");
     assert_eq!(w.events.last(), Some(&"lost"));
     assert_eq!(sink.wrong, None);
     assert!(sink.received <= w.sent - queued, "the queued bytes were dropped");
@@ -324,8 +334,8 @@ pub fn connect_refused<D: Driver>(d: &mut D) {
     let l = d.listen(Box::new(|| Echo::boxed(None)));
     let (asker, good, never) = (shared(), shared(), shared());
     let targets: Vec<(aioport::Endpoint, Box<dyn Protocol>)> = vec![
-        (nobody, Box::new(Recorder::new(&never))),
-        (l.endpoint.clone(), Box::new(Recorder::new(&good))),
+        (nobody, d.client_wrap()(Box::new(Recorder::new(&never)))),
+        (l.endpoint.clone(), d.client_wrap()(Box::new(Recorder::new(&good)))),
     ];
     d.connect(&l.endpoint, Box::new(Asker { seen: asker.clone(), targets })).expect("connect");
     d.run_until("both requests completed", || asker.borrow().completed.len() == 2);

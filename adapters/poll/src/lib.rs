@@ -120,6 +120,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # TLS
+//!
+//! With the feature `tls`, `Loop::create_tls_connection` and `Loop::create_tls_server`
+//! run the core's TLS engine (`aioport::tls`, rustls with ring) under the app
+//! protocol: asyncio's `create_connection(ssl=...)` / `create_server(ssl=...)`. The client
+//! call returns once the handshake completed, or fails with a typed TLS error
+//! (`Error::Tls`: bad certificate, wrong name, peer EOF, handshake timeout); a server's
+//! failed handshakes go to the error hook. TCP and Unix endpoints alike.
+//!
 //! # Design
 //!
 //! * **One `epoll_wait` per iteration.** Every socket is registered once, for read and
@@ -202,6 +211,8 @@ mod server;
 pub mod signal;
 mod sockets;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
 mod unix;
 
 pub use connect::ConnectOptions;
