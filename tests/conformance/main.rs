@@ -7,7 +7,8 @@
 //!   callback).
 //! * `scenarios.rs`: the scenarios, generic over the driver.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
-//!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time.
+//!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time;
+//!   `tokio.rs`: the tokio driver (`aioport-tokio`), current-thread and multi-thread.
 //!
 //! Adding a driver: implement `Driver` and add one `conformance!` line below. Every run is
 //! bounded (30 s of real time on sockets, a step budget in the simulation).
@@ -18,6 +19,7 @@ mod protocols;
 mod scenarios;
 #[cfg(feature = "testing")]
 mod sim;
+mod tokio;
 
 /// One `#[test]` per scenario for a driver, in a module named after it.
 macro_rules! conformance {
@@ -85,3 +87,5 @@ macro_rules! conformance {
 conformance!(on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 conformance!(on_sim, crate::sim::Sim);
+conformance!(on_tokio_ct, crate::tokio::TokioCt);
+conformance!(on_tokio_mt, crate::tokio::TokioMt);
