@@ -340,7 +340,8 @@ impl Loop {
         tokio::time::timeout(timeout, self.run_until(done)).await.map_err(|_| Error::TimedOut)
     }
 
-    /// Makes the current (or next) run return after one turn (asyncio's `stop`). From
+    /// Makes the current (or next) run return after its current turn (asyncio's `stop`):
+    /// what was queued before still runs. From
     /// callbacks and other threads use [`LoopHandle::stop`].
     pub fn stop(&mut self) {
         self.handle().stop();
@@ -365,10 +366,12 @@ impl Loop {
             if done(self) {
                 return Poll::Ready(());
             }
+            let worked = self.turn();
+            // After the turn: what was queued before `stop()` still runs (asyncio's rule).
             if stoppable && self.shared.stop.swap(false, std::sync::atomic::Ordering::AcqRel) {
                 return Poll::Ready(());
             }
-            if self.turn() || !self.ready.is_empty() {
+            if worked || !self.ready.is_empty() {
                 continue;
             }
             // Idle: a socket's waker or the next deadline wakes this task.

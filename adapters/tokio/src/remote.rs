@@ -47,7 +47,7 @@ pub enum RemoteError {
 ///     .unwrap()?;
 /// let remote = lp.handle();
 /// lp.call_soon(move |_ctx| remote.stop());
-/// lp.run_forever().await?;
+/// lp.run_forever().await;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
