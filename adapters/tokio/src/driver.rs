@@ -72,6 +72,14 @@ impl Loop {
         let waiting = self.ready.len();
         worked |= waiting > 0;
 
+        let mut remotes = std::mem::take(&mut self.remotes_woken);
+        std::mem::swap(&mut self.shared.lock().remotes, &mut remotes);
+        worked |= !remotes.is_empty();
+        for state in remotes.drain(..) {
+            self.pump_remote(&state, now);
+        }
+        self.remotes_woken = remotes;
+
         let mut commands = std::mem::take(&mut self.commands);
         for cmd in commands.drain(..) {
             match cmd {
@@ -136,6 +144,12 @@ impl Loop {
         }
         if interest.read {
             self.read(h, now);
+        }
+        if !self.remote_streams.is_empty()
+            && let Some(state) = self.remote_streams.get(&h).cloned()
+        {
+            // Room in the transport's queue moves writes in from the cross-task queue.
+            self.pump_remote(&state, now);
         }
         self.arm(h);
         self.after_registry(now);
@@ -219,6 +233,9 @@ impl Loop {
             if !more {
                 break;
             }
+        }
+        if !self.io.closed.is_empty() {
+            self.remotes_after_close();
         }
     }
 
@@ -379,6 +396,7 @@ impl Loop {
 
     fn connect_failed(&mut self, h: StreamHandle, err: ConnectionError, now: Instant) {
         self.connecting.remove(&h.handle());
+        self.io.closed.push(h.handle());
         self.outcome(h, Err(err.clone()));
         let r = self.registry.handle_connect_failed(h, err, now, &mut self.io);
         self.report_driver(h.handle(), r);

@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 
 use crate::driver::Connecting;
 use crate::remote::{Command, LoopHandle};
+use crate::remote_stream::{RemoteState, RemoteStreams};
 use crate::server::{ListenSock, Listener, ServerEntry};
 use crate::sockets::Sockets;
 use crate::wake::{Key, KeyWaker, Shared};
@@ -60,6 +61,9 @@ pub struct Loop {
     pub(crate) dropped_seen: u64,
     /// The timer for the next deadline (created on first use, inside the runtime).
     pub(crate) sleep: Option<Pin<Box<Sleep>>>,
+    /// Cross-task handles by transport, and scratch space for those with commands.
+    pub(crate) remote_streams: RemoteStreams,
+    pub(crate) remotes_woken: Vec<Arc<RemoteState>>,
 }
 
 impl Loop {
@@ -83,6 +87,8 @@ impl Loop {
             awaited: None,
             dropped_seen: 0,
             sleep: None,
+            remote_streams: RemoteStreams::default(),
+            remotes_woken: Vec::new(),
         }
     }
 
@@ -338,6 +344,17 @@ impl Loop {
         timeout: Duration,
     ) -> Result<(), Error> {
         tokio::time::timeout(timeout, self.run_until(done)).await.map_err(|_| Error::TimedOut)
+    }
+
+    /// Runs one turn without waiting: serves what is ready and what is due, then returns
+    /// (for tests and for code that interleaves the loop with other work).
+    pub async fn run_once(&mut self) {
+        let mut checks = 0;
+        self.run(false, |_| {
+            checks += 1;
+            checks > 1
+        })
+        .await;
     }
 
     /// Makes the current (or next) run return after its current turn (asyncio's `stop`):

@@ -91,8 +91,12 @@
 //!   loop per thread, each with a server on the same port
 //!   ([`ServerOptions::reuse_port`]), its protocols built on that thread from a `Send`
 //!   factory: see [`spawn_loop`].
-//! * Other tasks and threads use a [`LoopHandle`]: `call_soon_threadsafe`,
-//!   `close_server` and `stop`, through a bounded queue.
+//! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
+//!   `close_server`, `stop`, through a bounded queue) and, per transport, a
+//!   [`RemoteStream`]: writes through a queue bounded in bytes at the transport's
+//!   high-water mark (`write().await` waits, `try_write` returns `BufferFull`), counted
+//!   in its `write_buffer_size()` as external pending bytes; `drain().await`,
+//!   `wait_closed().await`, close, abort, pause and resume reading.
 //!
 //! This crate has no `unsafe` code: what tokio lacks (`SO_REUSEPORT`, the backlog,
 //! `SO_LINGER`, `shutdown(SHUT_WR)` on a borrowed socket) comes from rustix's safe API.
@@ -103,6 +107,7 @@ mod driver;
 mod error;
 mod event_loop;
 mod remote;
+mod remote_stream;
 mod server;
 mod sockets;
 mod sys;
@@ -112,5 +117,6 @@ mod wake;
 pub use error::{Error, ErrorReport};
 pub use event_loop::Loop;
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
+pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use thread::{LoopThread, Runtime, spawn_loop};

@@ -112,11 +112,21 @@ pub(crate) struct Sockets {
     /// The last `try_recv` filled its buffer: more may be waiting.
     pub(crate) recv_more: bool,
     pub(crate) nodelay: bool,
+    /// Transports whose socket was closed (or whose connect failed) since the loop last
+    /// looked: their remote handles learn it once `connection_lost` ran.
+    pub(crate) closed: Vec<Handle>,
 }
 
 impl Sockets {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Sockets { slots: Vec::new(), shared, recv_calls: 0, recv_more: false, nodelay: true }
+        Sockets {
+            slots: Vec::new(),
+            shared,
+            recv_calls: 0,
+            recv_more: false,
+            nodelay: true,
+            closed: Vec::new(),
+        }
     }
 
     /// Adds the connected socket of `h`.
@@ -188,5 +198,6 @@ impl Io for Sockets {
 
     fn close(&mut self, h: Handle) {
         self.remove(h);
+        self.closed.push(h);
     }
 }

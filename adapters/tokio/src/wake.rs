@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) commands: Vec<Command>,
     /// The loop task's waker while it waits; taken by the first wake-up.
     waker: Option<Waker>,
+    /// Remote stream handles with commands (`RemoteStream`).
+    pub(crate) remotes: Vec<Arc<crate::remote_stream::RemoteState>>,
     /// The loop was dropped: commands are refused.
     pub(crate) closed: bool,
 }
