@@ -60,21 +60,20 @@ pub(crate) struct Connecting {
 impl Loop {
     /// One turn; false when there was nothing to do.
     pub(crate) fn turn(&mut self) -> bool {
-        {
+        let mut remotes = std::mem::take(&mut self.remotes_woken);
+        if self.shared.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
             let mut inner = self.shared.lock();
             std::mem::swap(&mut inner.ready, &mut self.woken);
             std::mem::swap(&mut inner.commands, &mut self.commands);
+            std::mem::swap(&mut inner.remotes, &mut remotes);
         }
         let now = Instant::now();
-        let mut worked = !self.woken.is_empty() || !self.commands.is_empty();
+        let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || !remotes.is_empty();
         // Served after this turn's wake-ups; keys queued while serving wait for the next
         // turn (fairness).
         let waiting = self.ready.len();
         worked |= waiting > 0;
 
-        let mut remotes = std::mem::take(&mut self.remotes_woken);
-        std::mem::swap(&mut self.shared.lock().remotes, &mut remotes);
-        worked |= !remotes.is_empty();
         for state in remotes.drain(..) {
             self.pump_remote(&state, now);
         }

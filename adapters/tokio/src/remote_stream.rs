@@ -100,7 +100,8 @@ impl RemoteState {
 /// struct Quiet;
 /// impl Protocol for Quiet {}
 ///
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(tokio::task::LocalSet::new().run_until(async {
 /// let mut lp = Loop::new();
 /// let server = lp.create_server("127.0.0.1:0", || Box::new(Quiet), ServerOptions::default()).await?;
 /// let h = lp.create_connection(Endpoint::Addr(server.addr()), Box::new(Quiet)).await?;
@@ -116,7 +117,7 @@ impl RemoteState {
 /// lp.run_until_timeout(|| writer.is_finished(), Duration::from_secs(10)).await?;
 /// writer.await??;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # });
+/// # }))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]

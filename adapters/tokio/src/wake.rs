@@ -26,6 +26,9 @@ pub(crate) enum Key {
 /// State shared by a loop, its socket wakers and its [`LoopHandle`](crate::LoopHandle)s.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
+    /// Something was queued in `inner` since the loop last took it: lets an idle turn skip
+    /// the lock.
+    pub(crate) pending: AtomicBool,
     /// `stop()` was asked for.
     pub(crate) stop: AtomicBool,
 }
@@ -46,7 +49,11 @@ pub(crate) struct Inner {
 
 impl Shared {
     pub(crate) fn new() -> Arc<Shared> {
-        Arc::new(Shared { inner: Mutex::new(Inner::default()), stop: AtomicBool::new(false) })
+        Arc::new(Shared {
+            inner: Mutex::new(Inner::default()),
+            pending: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -69,6 +76,7 @@ impl Shared {
         let waker = {
             let mut inner = self.lock();
             inner.ready.push(key);
+            self.pending.store(true, Ordering::Release);
             inner.waker.take()
         };
         if let Some(w) = waker {
@@ -76,8 +84,9 @@ impl Shared {
         }
     }
 
-    /// Wakes the loop without a key (a command, `stop`).
+    /// Wakes the loop without a key (after queueing a command; `stop`).
     pub(crate) fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
         let waker = self.lock().waker.take();
         if let Some(w) = waker {
             w.wake();
