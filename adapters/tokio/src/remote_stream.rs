@@ -424,9 +424,7 @@ impl crate::Loop {
                 inner.ops.clear();
                 inner.queued = 0;
                 inner.size = 0;
-                drop(inner);
                 self.remote_streams.remove(&h);
-                inner = state.lock();
             }
         }
         inner.wake_waiters();
