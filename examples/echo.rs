@@ -408,6 +408,9 @@ mod tokio_servers {
     use super::*;
     use aioport_tokio::{LoopThread, Runtime, spawn_loop};
 
+    /// The clients' reports and how long they took.
+    type ClientsRun = (Vec<ClientReport>, Duration);
+
     /// Starts `threads` server loops on `addr` (the first picks the port if it is 0).
     fn spawn(
         threads: usize,
@@ -445,7 +448,7 @@ mod tokio_servers {
     pub(super) fn run(
         args: &Args,
         stats: &Arc<ServerStats>,
-    ) -> Result<Option<(Vec<ClientReport>, Duration)>, Box<dyn Error>> {
+    ) -> Result<Option<ClientsRun>, Box<dyn Error>> {
         // tokio-mt: one multi-thread runtime (a worker per core) drives I/O and timers.
         let mt = match args.driver {
             DriverKind::TokioMt => {

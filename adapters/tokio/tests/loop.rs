@@ -26,17 +26,18 @@ impl Protocol for Echo {
     }
 }
 
+/// `Some(reason)` once `connection_lost(reason)` ran.
+type Lost = Rc<RefCell<Option<Option<ConnectionError>>>>;
+
 /// Sends `message`, keeps what comes back, closes once it all came back.
 struct Client {
     message: &'static [u8],
     got: Rc<RefCell<Vec<u8>>>,
-    lost: Rc<RefCell<Option<Option<ConnectionError>>>>,
+    lost: Lost,
 }
 
 impl Client {
-    fn new(
-        message: &'static [u8],
-    ) -> (Client, Rc<RefCell<Vec<u8>>>, Rc<RefCell<Option<Option<ConnectionError>>>>) {
+    fn new(message: &'static [u8]) -> (Client, Rc<RefCell<Vec<u8>>>, Lost) {
         let got = Rc::new(RefCell::new(Vec::new()));
         let lost = Rc::new(RefCell::new(None));
         (Client { message, got: got.clone(), lost: lost.clone() }, got, lost)
