@@ -16,6 +16,10 @@ pub enum Runtime {
     CurrentThread,
     /// The loop runs on its own thread inside a `LocalSet` with this (multi-thread)
     /// runtime's handle: the runtime's workers drive I/O and timers, and wake the loop.
+    /// Every wake-up then crosses threads (a futex wake of the loop's thread), which
+    /// costs about twice the server CPU per request of [`CurrentThread`](Self::CurrentThread)
+    /// in the echo benchmark; use it to share a runtime with other tasks, and
+    /// `CurrentThread` loops for a dedicated server.
     Handle(tokio::runtime::Handle),
 }
 
