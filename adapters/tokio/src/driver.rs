@@ -386,6 +386,10 @@ impl Loop {
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);
+                if let Some(state) = self.remote_streams.get(&h.handle()).cloned() {
+                    // Writes other tasks queued while connecting.
+                    self.pump_remote(&state, now);
+                }
                 self.queue(h.handle());
                 self.after_registry(now);
             }

@@ -352,6 +352,11 @@ impl crate::Loop {
     /// below high water. What stays queued is the transport's external pending bytes.
     pub(crate) fn pump_remote(&mut self, state: &Arc<RemoteState>, now: std::time::Instant) {
         let h = state.handle;
+        if self.connecting.contains_key(&h.handle()) {
+            // Commands wait for the connect outcome (which pumps again).
+            state.lock().scheduled = false;
+            return self.publish_remote(state);
+        }
         let Ok(t) = self.registry.transport(h.handle()) else {
             return self.publish_remote(state);
         };
@@ -416,7 +421,10 @@ impl crate::Loop {
                 let limits = t.write_buffer_limits();
                 inner.high = limits.high();
                 inner.low = limits.low();
-                inner.size = t.write_buffer_size();
+                // The transport counts `external` of the queued bytes; the rest arrived
+                // since the last pump.
+                inner.size = t.write_buffer_size() - inner.external.min(t.write_buffer_size())
+                    + inner.queued;
                 inner.closing |= t.is_closing();
             }
             Err(_) => {
