@@ -239,3 +239,42 @@ fn dropped_run_future_leaves_the_loop_intact() {
         lp.run_until_timeout(|| *fired.borrow(), LIMIT).await.expect("fires on the next run");
     });
 }
+
+/// `LoopHandle::close_server` from another thread: new connections are refused; one
+/// accepted before goes on.
+#[test]
+fn handle_closes_a_server_from_another_thread() {
+    current_thread().block_on(async {
+        let mut lp = Loop::new();
+        let opts = ServerOptions::default();
+        let server =
+            lp.create_server("127.0.0.1:0", || Box::new(Echo), opts).await.expect("listen");
+        let to = Endpoint::Addr(server.addr());
+        let (client, got, lost) = Client::new(b"before");
+        lp.create_connection(to.clone(), Box::new(client)).await.expect("connect");
+        lp.run_until_timeout(|| lp_accepted(&got), LIMIT).await.expect("accepted and echoing");
+        let handle = lp.handle();
+        let id = server.id();
+        std::thread::spawn(move || handle.close_server(id))
+            .join()
+            .expect("thread")
+            .expect("queued");
+        lp.run_once().await;
+        assert!(!lp.close_server(id), "already closed by the handle");
+        let (late, _, _) = Client::new(b"after");
+        match lp.create_connection(to, Box::new(late)).await {
+            Err(Error::Connect { error, .. }) => {
+                assert_eq!(error.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+            }
+            other => panic!("expected a refused connect, got {other:?}"),
+        }
+        lp.run_until_timeout(|| lost.borrow().is_some(), LIMIT).await.expect("echo and close");
+        assert_eq!(&got.borrow()[..], b"before", "the accepted connection went on");
+        assert_eq!(*lost.borrow(), Some(None));
+    });
+}
+
+/// The server echoed at least one byte: it accepted the connection.
+fn lp_accepted(got: &Rc<RefCell<Vec<u8>>>) -> bool {
+    !got.borrow().is_empty()
+}
