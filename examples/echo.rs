@@ -7,7 +7,13 @@
 //! cargo run --release --example echo -- --same-loop       # clients on the server's loop
 //! cargo run --release --example echo -- --clients 8 --mib 16
 //! cargo run --release --example echo -- --port 25000      # only serve 127.0.0.1:25000 until SIGINT/SIGTERM (exit 0)
+//! cargo run --release --example echo -- --driver tokio    # the same server protocol on aioport-tokio
 //! ```
+//!
+//! `--driver poll|tokio|tokio-mt` picks the server loops' driver: the built-in poll loop
+//! (default), `aioport-tokio` on a current-thread runtime per loop thread, or
+//! `aioport-tokio` on one multi-thread runtime (each loop in a `LocalSet` on its own
+//! thread). Only the bootstrap differs; the clients run on the poll loop.
 //!
 //! The server's protocol stops reading while its write buffer is above the high-water mark
 //! (`pause_reading()` in `pause_writing()`, `resume_reading()` in `resume_writing()`), so a
@@ -249,7 +255,16 @@ fn spawn_servers(
     Ok((addr, servers))
 }
 
+/// Which driver runs the server loops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DriverKind {
+    Poll,
+    Tokio,
+    TokioMt,
+}
+
 struct Args {
+    driver: DriverKind,
     threads: usize,
     clients: usize,
     mib: usize,
@@ -258,7 +273,14 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { threads: 1, clients: 4, mib: 8, port: None, same_loop: false };
+    let mut args = Args {
+        driver: DriverKind::Poll,
+        threads: 1,
+        clients: 4,
+        mib: 8,
+        port: None,
+        same_loop: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -272,10 +294,18 @@ fn parse_args() -> Result<Args, String> {
                 args.port = Some(u16::try_from(value("--port")?).map_err(|e| e.to_string())?)
             }
             "--same-loop" => args.same_loop = true,
+            "--driver" => {
+                args.driver = match it.next().as_deref() {
+                    Some("poll") => DriverKind::Poll,
+                    Some("tokio") => DriverKind::Tokio,
+                    Some("tokio-mt") => DriverKind::TokioMt,
+                    _ => return Err("--driver needs poll, tokio or tokio-mt".into()),
+                }
+            }
             _ => {
                 return Err(format!(
                     "unknown argument {a:?}\nusage: echo [--threads N] [--clients N] [--mib N] \
-                     [--same-loop] [--port PORT]"
+                     [--same-loop] [--port PORT] [--driver poll|tokio|tokio-mt]"
                 ));
             }
         }
@@ -286,6 +316,9 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let stats = Arc::new(ServerStats::default());
+    if args.driver != DriverKind::Poll && args.port.is_some() {
+        return tokio_servers::run(&args, &stats).map(drop);
+    }
 
     if let Some(port) = args.port {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -317,7 +350,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let bytes = args.mib << 20;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut lp = Loop::new()?;
-    let (reports, elapsed) = if args.same_loop {
+    let (reports, elapsed) = if args.driver != DriverKind::Poll {
+        tokio_servers::run(&args, &stats)?.ok_or("no clients ran")?
+    } else if args.same_loop {
         let addr = serve(&mut lp, any, false, &stats)?;
         println!("echo server on {addr}; {} clients on the same loop", args.clients);
         run_clients(&mut lp, addr, args.clients, bytes)?
@@ -374,4 +409,94 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     println!("ok: every byte came back in order");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The same servers on aioport-tokio (only the bootstrap differs)
+// ---------------------------------------------------------------------------------------
+
+mod tokio_servers {
+    use super::*;
+    use aioport_tokio::{LoopThread, Runtime, spawn_loop};
+
+    /// The clients' reports and how long they took.
+    type ClientsRun = (Vec<ClientReport>, Duration);
+
+    /// Starts `threads` server loops on `addr` (the first picks the port if it is 0).
+    fn spawn(
+        threads: usize,
+        addr: SocketAddr,
+        stats: &Arc<ServerStats>,
+        runtime: &Runtime,
+    ) -> Result<(SocketAddr, Vec<LoopThread>), Box<dyn Error>> {
+        let mut addr = addr;
+        let mut servers = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stats = stats.clone();
+            let main = move |mut lp: aioport_tokio::Loop| async move {
+                let factory =
+                    move || -> Box<dyn Protocol> { Box::new(EchoServer { stats: stats.clone() }) };
+                let options =
+                    aioport_tokio::ServerOptions::default().backlog(4096).reuse_port(threads > 1);
+                match lp.create_server(addr, factory, options).await {
+                    Ok(server) => {
+                        let _ = tx.send(Ok(server.addr()));
+                        lp.run_forever().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e.to_string()))),
+                }
+            };
+            let thread = spawn_loop(runtime.clone(), main)?;
+            addr = rx.recv()??;
+            servers.push(thread);
+        }
+        Ok((addr, servers))
+    }
+
+    /// With `--port`: serves until killed (`None`); otherwise runs the clients on a poll
+    /// loop against the tokio servers and returns their reports.
+    pub(super) fn run(
+        args: &Args,
+        stats: &Arc<ServerStats>,
+    ) -> Result<Option<ClientsRun>, Box<dyn Error>> {
+        // tokio-mt: one multi-thread runtime (a worker per core) drives I/O and timers.
+        let mt = match args.driver {
+            DriverKind::TokioMt => {
+                Some(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+            }
+            _ => None,
+        };
+        let runtime = match &mt {
+            Some(rt) => Runtime::Handle(rt.handle().clone()),
+            None => Runtime::CurrentThread,
+        };
+        if let Some(port) = args.port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            eprintln!("echo: {} aioport-tokio loop(s) serving {addr} until killed", args.threads);
+            let (_, servers) = spawn(args.threads, addr, stats, &runtime)?;
+            for t in servers {
+                t.join().map_err(|_| "server thread panicked")?;
+            }
+            return Ok(None);
+        }
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (addr, servers) = spawn(args.threads, any, stats, &runtime)?;
+        println!(
+            "echo server on {addr} ({} aioport-tokio loop thread{}); {} clients on the main \
+             thread's poll loop",
+            args.threads,
+            if args.threads == 1 { "" } else { "s" },
+            args.clients
+        );
+        let mut lp = Loop::new()?;
+        let result = run_clients(&mut lp, addr, args.clients, args.mib << 20);
+        for t in &servers {
+            t.stop();
+        }
+        for t in servers {
+            t.join().map_err(|_| "server thread panicked")?;
+        }
+        Ok(Some(result?))
+    }
 }

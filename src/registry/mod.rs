@@ -418,6 +418,29 @@ impl Registry {
         self.drive(h, now, io, |t, io, pool| t.handle_sent(n, io, pool))
     }
 
+    /// Sets the bytes the driver holds for `h` outside its queue — a cross-task command
+    /// queue's writes not yet moved in (DESIGN.md §6): they count in
+    /// `write_buffer_size()`, and both flow edges are re-checked, so `pause_writing` /
+    /// `resume_writing` follow as for the transport's own queue. Ignored once the
+    /// connection is lost.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::StaleHandle`]; [`DriverError::WrongKind`] for a transport served by
+    /// a protocol (its server sets these with `Ctx::set_served_pending`).
+    pub fn set_external_pending(
+        &mut self,
+        h: Handle,
+        bytes: usize,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> Result<(), DriverError> {
+        self.drive(h, now, io, |t, _, _| {
+            t.set_external_pending(bytes);
+            Ok(())
+        })
+    }
+
     /// The transport `h`, read-only: its buffer size, limits, closing state, extra info.
     ///
     /// # Errors

@@ -988,6 +988,30 @@ fn served_transport_back_pressure_and_external_pending() {
 }
 
 #[test]
+fn driver_external_pending_counts_in_size_and_drives_both_edges() {
+    // Bytes a cross-task queue holds for a transport (DESIGN.md §6): they count in
+    // write_buffer_size() and pause / resume the protocol like its own queue.
+    let mut w = World::new();
+    let h = w.add(Rec::new("a", &w.log));
+    w.enter(|ctx| ctx.set_write_buffer_limits(h, Some(8), Some(2))).unwrap();
+    w.log();
+    w.net.sock(h).budget = Some(0);
+    w.enter(|ctx| ctx.write_slice(h, b"0123")).unwrap();
+    w.reg.set_external_pending(h.handle(), 5, w.now, &mut w.net).unwrap();
+    assert_eq!(w.enter(|ctx| ctx.write_buffer_size(h)).unwrap(), 9);
+    assert_eq!(w.log(), ["a:pause"]);
+    w.reg.set_external_pending(h.handle(), 0, w.now, &mut w.net).unwrap();
+    assert_eq!(w.log(), [] as [&str; 0], "4 > low: still paused");
+    w.net.sock(h).budget = None;
+    w.writable(h);
+    assert_eq!(w.log(), ["a:resume"]);
+    assert_eq!(
+        w.reg.set_external_pending(Handle::from_raw(99, 0), 1, w.now, &mut w.net),
+        Err(DriverError::StaleHandle)
+    );
+}
+
+#[test]
 fn abort_and_fatal_errors_use_io_abort_close_uses_io_close() {
     #[derive(Default)]
     struct Calls(Vec<&'static str>);

@@ -10,7 +10,8 @@
 //! * `datagram.rs`: the datagram protocols and scenarios (UDP over IPv4 and IPv6, Unix
 //!   datagram sockets), with their own `datagram_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
-//!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time.
+//!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time;
+//!   `tokio.rs`: the tokio driver (`aioport-tokio`), current-thread and multi-thread.
 //! * `tls.rs` (feature `tls`): `Tls<D>`, any driver with TLS under every stream
 //!   connection; the stream scenarios run on it unchanged.
 //!
@@ -28,6 +29,7 @@ mod scenarios;
 mod sim;
 #[cfg(feature = "tls")]
 mod tls;
+mod tokio;
 
 /// One `#[test]` per scenario for a driver, in a module named after it.
 macro_rules! conformance {
@@ -123,6 +125,8 @@ macro_rules! conformance {
 conformance!(on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 conformance!(on_sim, crate::sim::Sim);
+conformance!(on_tokio_ct, crate::tokio::TokioCt);
+conformance!(on_tokio_mt, crate::tokio::TokioMt);
 #[cfg(feature = "tls")]
 conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
 #[cfg(all(feature = "tls", feature = "testing"))]

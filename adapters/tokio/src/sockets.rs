@@ -1,0 +1,203 @@
+//! The loop's socket table and its [`Io`] implementation.
+//!
+//! Each connection's tokio socket keeps tokio's own readiness: a read or write that finds
+//! the socket not ready returns `Pending` after storing the connection's waker, which the
+//! core sees as `WouldBlock`; the next edge wakes that waker and queues the connection
+//! (`wake.rs`). Reads and single-buffer writes go through tokio's `poll_read` /
+//! `poll_write`, which clear the readiness on a short read or write (Linux raises a new
+//! edge when more arrives), so the `EAGAIN` call that would confirm it is skipped.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use aioport::{Handle, Io};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::wake::{Key, KeyWaker, Shared};
+
+/// A connected stream socket.
+#[derive(Debug)]
+pub(crate) enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Sock::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+
+    /// One `send` for one buffer (the echo fast path; tokio then clears the readiness on a
+    /// short write), one `writev` for several.
+    fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match (self, bufs) {
+            (Sock::Tcp(s), [one]) => Pin::new(s).poll_write(cx, one),
+            (Sock::Tcp(s), _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            (Sock::Unix(s), [one]) => Pin::new(s).poll_write(cx, one),
+            (Sock::Unix(s), _) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// Ready when tokio believes the socket readable; otherwise stores `cx`'s waker.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_read_ready(cx),
+            Sock::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// Ready when tokio believes the socket writable; otherwise stores `cx`'s waker.
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_write_ready(cx),
+            Sock::Unix(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Tcp(s) => s.peer_addr().ok(),
+            Sock::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Tcp(s) => s.local_addr().ok(),
+            Sock::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self) {
+        if let Sock::Tcp(s) = self {
+            // Only latency is at stake if this fails.
+            let _ = s.set_nodelay(true);
+        }
+    }
+}
+
+/// One socket of the table.
+pub(crate) struct Conn {
+    /// The transport this socket belongs to (the slot's current generation).
+    pub(crate) handle: Handle,
+    pub(crate) sock: Sock,
+    /// The connection's wake-up state (its "queued" flag) and the waker tokio stores.
+    pub(crate) wake: Arc<KeyWaker>,
+    pub(crate) waker: Waker,
+    /// In the loop's local ready list.
+    pub(crate) queued: bool,
+}
+
+/// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
+pub(crate) struct Sockets {
+    slots: Vec<Option<Conn>>,
+    shared: Arc<Shared>,
+    /// `try_recv` calls so far: the loop stops calling `on_readable` when one made none.
+    pub(crate) recv_calls: u64,
+    /// The last `try_recv` filled its buffer: more may be waiting.
+    pub(crate) recv_more: bool,
+    pub(crate) nodelay: bool,
+    /// Transports whose socket was closed (or whose connect failed) since the loop last
+    /// looked: their remote handles learn it once `connection_lost` ran.
+    pub(crate) closed: Vec<Handle>,
+}
+
+impl Sockets {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Sockets {
+            slots: Vec::new(),
+            shared,
+            recv_calls: 0,
+            recv_more: false,
+            nodelay: true,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Adds the connected socket of `h`.
+    pub(crate) fn insert(&mut self, h: Handle, sock: Sock) {
+        let index = h.index() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
+        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false });
+    }
+
+    pub(crate) fn get_mut(&mut self, h: Handle) -> Option<&mut Conn> {
+        self.slots.get_mut(h.index() as usize)?.as_mut().filter(|c| c.handle == h)
+    }
+
+    /// Drops `h`'s socket (closing it; tokio deregisters it).
+    pub(crate) fn remove(&mut self, h: Handle) -> Option<Conn> {
+        let slot = self.slots.get_mut(h.index() as usize)?;
+        if slot.as_ref().is_none_or(|c| c.handle != h) {
+            return None;
+        }
+        slot.take()
+    }
+}
+
+fn not_open() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "aioport-tokio: no open socket for this handle")
+}
+
+impl Io for Sockets {
+    fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let mut cx = Context::from_waker(&c.waker);
+        loop {
+            match c.sock.poll_send(&mut cx, bufs) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(r) => return r,
+                Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_calls += 1;
+        self.recv_more = false;
+        let len = buf.len();
+        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let mut cx = Context::from_waker(&c.waker);
+        let mut rb = ReadBuf::new(buf);
+        loop {
+            match c.sock.poll_read(&mut cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    self.recv_more = n == len && n > 0;
+                    return Ok(n);
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
+        let c = self.get_mut(h).ok_or_else(not_open)?;
+        Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
+    }
+
+    fn close(&mut self, h: Handle) {
+        self.remove(h);
+        self.closed.push(h);
+    }
+}

@@ -1,0 +1,157 @@
+//! The scenarios on the tokio driver (`aioport-tokio`): real sockets on 127.0.0.1, under
+//! a current-thread runtime ([`TokioCt`]) and under a multi-thread runtime whose workers
+//! drive I/O and timers while the loop runs on the test's thread in a `LocalSet`
+//! ([`TokioMt`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ::tokio::runtime::{Builder, Runtime};
+use ::tokio::task::LocalSet;
+use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
+use aioport_tokio::{Error, ErrorReport, Loop, Server, ServerOptions};
+
+use crate::driver::{Driver, Factory, Listening};
+
+/// No scenario takes more than this; a stuck one fails instead of hanging CI.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A runtime flavour: how it is built and how the loop future is run on it.
+pub trait Flavor {
+    const NAME: &'static str;
+    fn build() -> Runtime;
+    fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output;
+}
+
+/// A current-thread runtime: the loop's thread also runs tokio's I/O driver.
+pub struct CurrentThread;
+
+impl Flavor for CurrentThread {
+    const NAME: &'static str = "tokio-ct";
+    fn build() -> Runtime {
+        Builder::new_current_thread().enable_all().build().expect("build a runtime")
+    }
+    fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output {
+        rt.block_on(f)
+    }
+}
+
+/// A multi-thread runtime (2 workers); the loop runs in a `LocalSet` on this thread.
+pub struct MultiThread;
+
+impl Flavor for MultiThread {
+    const NAME: &'static str = "tokio-mt";
+    fn build() -> Runtime {
+        Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("build a runtime")
+    }
+    fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output {
+        LocalSet::new().block_on(rt, f)
+    }
+}
+
+pub type TokioCt = Tokio<CurrentThread>;
+pub type TokioMt = Tokio<MultiThread>;
+
+pub struct Tokio<F> {
+    // Dropped before the runtime: its sockets deregister from a live I/O driver.
+    lp: Loop,
+    rt: Runtime,
+    servers: HashMap<usize, Server>,
+    reports: Rc<RefCell<Vec<ErrorReport>>>,
+    flavor: PhantomData<F>,
+}
+
+impl<F: Flavor> Driver for Tokio<F> {
+    const NAME: &'static str = F::NAME;
+
+    fn new() -> Self {
+        let mut lp = Loop::new();
+        let reports = Rc::new(RefCell::new(Vec::new()));
+        let sink = reports.clone();
+        lp.set_error_handler(move |r| sink.borrow_mut().push(r));
+        Tokio { lp, rt: F::build(), servers: HashMap::new(), reports, flavor: PhantomData }
+    }
+
+    fn listen(&mut self, mut factory: Factory) -> Listening {
+        let options = ServerOptions::default().backlog(1024);
+        let server =
+            F::block_on(&self.rt, self.lp.create_server("127.0.0.1:0", move || factory(), options))
+                .expect("listen on 127.0.0.1");
+        let id = server.id().get() as usize;
+        let endpoint = Endpoint::Addr(server.addr());
+        self.servers.insert(id, server);
+        Listening { id, endpoint }
+    }
+
+    fn close_listener(&mut self, id: usize) -> bool {
+        let server = self.servers.remove(&id).expect("a listener of this loop");
+        assert!(server.close(&mut self.lp), "closed once");
+        true
+    }
+
+    fn connect(
+        &mut self,
+        to: &Endpoint,
+        protocol: Box<dyn Protocol>,
+    ) -> Result<StreamHandle, ConnectionError> {
+        match F::block_on(&self.rt, self.lp.create_connection(to.clone(), protocol)) {
+            Ok(h) => Ok(h),
+            Err(Error::Connect { error, .. }) => Err(error),
+            Err(e) => panic!("{}: create_connection failed in the loop itself: {e}", F::NAME),
+        }
+    }
+
+    fn unused_endpoint(&mut self) -> Endpoint {
+        // Bound then closed: nothing listens there (as on the poll loop).
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr: SocketAddr = l.local_addr().expect("local address");
+        drop(l);
+        Endpoint::Addr(addr)
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        let _runtime = self.rt.enter();
+        self.lp.with(f)
+    }
+
+    fn reset(&mut self, h: StreamHandle) {
+        let _runtime = self.rt.enter();
+        self.lp.reset(h).expect("reset a live transport");
+    }
+
+    fn run_until(&mut self, what: &str, done: impl FnMut() -> bool) {
+        match F::block_on(&self.rt, self.lp.run_until_timeout(done, LIMIT)) {
+            Ok(()) => {}
+            Err(Error::TimedOut) => panic!("{}: {what} did not happen within {LIMIT:?}", F::NAME),
+            Err(e) => panic!("{}: the loop failed while waiting for {what}: {e}", F::NAME),
+        }
+    }
+
+    fn take_errors(&mut self) -> Vec<LoopError> {
+        self.reports
+            .borrow_mut()
+            .drain(..)
+            .map(|r| match r {
+                ErrorReport::Callback(e) => e,
+                other => panic!("{}: unexpected loop error: {other}", F::NAME),
+            })
+            .collect()
+    }
+
+    fn prepare_connections(&mut self, n: usize) {
+        // Both ends live in this process, plus the test harness's own descriptors.
+        let needed = 2 * n as u64 + 64;
+        if let Err(e) = aioport_poll::raise_fd_limit(needed) {
+            panic!("{n} concurrent connections need {needed} file descriptors: {e}");
+        }
+    }
+
+    fn transports(&self) -> usize {
+        self.lp.len()
+    }
+}
