@@ -6,8 +6,11 @@
 //! ```text
 //! cargo run --release --example proxy                         # self-test: echo upstream, proxy, clients
 //! cargo run --release --example proxy -- --clients 8 --mib 32
+//! cargo run --release --example proxy -- --driver tokio         # the proxy on aioport-tokio
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000
 //! ```
+//!
+//! Switching driver changes the bootstrap only: the relay protocol is the same code.
 //!
 //! The self-test starts an echo server and the proxy on one loop, then has clients push a
 //! byte pattern through the proxy and check every echoed byte; then the same clients talk
@@ -114,6 +117,113 @@ impl Protocol for Pusher {
     }
 }
 
+/// The upstream of the slow-client phase: sends `total` bytes of the pattern as flow
+/// control allows, then closes.
+struct Source {
+    total: usize,
+    sent: usize,
+    chunk: Bytes,
+}
+
+impl Source {
+    fn pump(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        let h = ctx.stream();
+        while self.sent < self.total && !ctx.is_writing_paused(h)? {
+            let start = self.sent % 251;
+            let n = (self.total - self.sent).min(64 * 1024);
+            ctx.write(h, self.chunk.slice(start..start + n))?;
+            self.sent += n;
+        }
+        if self.sent == self.total {
+            ctx.close(h)?;
+        }
+        Ok(())
+    }
+}
+
+impl Protocol for Source {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.pump(ctx)
+    }
+    fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.pump(ctx)
+    }
+}
+
+/// Reads and checks the pattern; starts with reading paused.
+struct SlowReader(Rc<RefCell<ClientState>>);
+
+impl Protocol for SlowReader {
+    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        Ok(ctx.pause_reading(ctx.stream())?)
+    }
+    fn data_received(&mut self, _: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        let mut s = self.0.borrow_mut();
+        if s.wrong_at.is_none()
+            && let Some(i) =
+                data.iter().enumerate().position(|(i, &b)| b != pattern_byte(s.received + i))
+        {
+            s.wrong_at = Some(s.received + i);
+        }
+        s.received += data.len();
+        Ok(())
+    }
+    fn connection_lost(&mut self, _: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
+        self.0.borrow_mut().lost = Some(err);
+        Ok(())
+    }
+}
+
+/// The process's peak resident set size (`VmHWM`), in KiB; 0 where unknown.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that does not read for a second while the upstream sends `bytes` through a
+/// proxy: the relay pauses the upstream instead of buffering, so the process's peak RSS
+/// stays flat however much is sent. Returns (peak relay buffer, RSS growth in KiB).
+fn slow_client(lp: &mut Loop, bytes: usize) -> Result<(usize, u64), Box<dyn Error>> {
+    let chunk = Bytes::from((0..64 * 1024 + 251).map(pattern_byte).collect::<Vec<u8>>());
+    let source = lp.create_server(
+        "127.0.0.1:0",
+        move || Box::new(Source { total: bytes, sent: 0, chunk: chunk.clone() }),
+        ServerOptions::default(),
+    )?;
+    let stats = Rc::new(RelayStats::default());
+    let (to, s) = (Endpoint::Addr(source.addr()), stats.clone());
+    let proxy =
+        lp.create_server("127.0.0.1:0", move || relay(to.clone(), &s), ServerOptions::default())?;
+    let before = peak_rss_kib();
+    let state = Rc::new(RefCell::new(ClientState::default()));
+    let h =
+        lp.create_connection(Endpoint::Addr(proxy.addr()), Box::new(SlowReader(state.clone())))?;
+    // A second of not reading: everything the upstream sends meanwhile backs up.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        lp.run_once(Some(Duration::from_millis(20)))?;
+    }
+    let paused_at = state.borrow().received;
+    lp.with(|ctx| ctx.resume_reading(h))?;
+    lp.run_until_timeout(|| state.borrow().lost.is_some(), Duration::from_secs(120))?;
+    lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10))?;
+    let s = state.borrow();
+    if paused_at != 0
+        || s.received != bytes
+        || s.wrong_at.is_some()
+        || !matches!(s.lost, Some(None))
+    {
+        return Err(format!("slow client: {} of {bytes} bytes, {:?}", s.received, s.lost).into());
+    }
+    source.close(lp);
+    proxy.close(lp);
+    Ok((stats.peak_buffered.get(), peak_rss_kib().saturating_sub(before)))
+}
+
 /// Connects `clients` pushers to `to`, runs until all are done, returns the seconds taken.
 fn push_through(
     lp: &mut Loop,
@@ -153,10 +263,35 @@ struct Args {
     mib: usize,
     listen: Option<String>,
     upstream: Option<String>,
+    tokio: bool,
+}
+
+/// What the proxy's loop reports once the clients are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Summary {
+    started: usize,
+    open: usize,
+    up_bytes: u64,
+    down_bytes: u64,
+    peak_buffered: usize,
+    transports_left: usize,
+}
+
+impl Summary {
+    fn of(stats: &RelayStats, transports_left: usize) -> Self {
+        Summary {
+            started: stats.started.get(),
+            open: stats.open.get(),
+            up_bytes: stats.up_bytes.get(),
+            down_bytes: stats.down_bytes.get(),
+            peak_buffered: stats.peak_buffered.get(),
+            transports_left,
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
-    let mut a = Args { clients: 4, mib: 16, listen: None, upstream: None };
+    let mut a = Args { clients: 4, mib: 16, listen: None, upstream: None, tokio: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -165,12 +300,11 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--mib" => a.mib = value()?.parse()?,
             "--listen" => a.listen = Some(value()?),
             "--upstream" => a.upstream = Some(value()?),
-            "--driver" => {
-                let d = value()?;
-                if d != "poll" {
-                    return Err(format!("--driver {d}: this build's proxy runs on `poll`").into());
-                }
-            }
+            "--driver" => match value()?.as_str() {
+                "poll" => a.tokio = false,
+                "tokio" => a.tokio = true,
+                d => return Err(format!("--driver {d}: `poll` or `tokio`").into()),
+            },
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -179,22 +313,54 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
-    let mut lp = Loop::new()?;
-    let stats = Rc::new(RelayStats::default());
-
     if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
-        let upstream: std::net::SocketAddr = upstream.parse()?;
-        let s = stats.clone();
-        let server = lp.create_server(
-            listen.as_str(),
-            move || relay(Endpoint::Addr(upstream), &s),
-            ServerOptions::default(),
-        )?;
-        println!("proxy: {} → {upstream}", server.addr());
-        lp.run_forever()?;
-        return Ok(());
+        return serve(listen, upstream.parse()?, &args);
     }
+    let bytes = args.mib << 20;
+    let total_mib = (args.clients * bytes) as f64 / f64::from(1 << 20);
+    // The clients always run on the poll loop of this thread; the proxy and its echo
+    // upstream on the chosen driver.
+    let mut lp = Loop::new()?;
+    let (through, direct, summary) = if args.tokio {
+        on_tokio::self_test(&mut lp, &args)?
+    } else {
+        let stats = Rc::new(RelayStats::default());
+        let (echo, proxy) = start_poll(&mut lp, &stats)?;
+        println!(
+            "proxy {proxy} → echo {echo} (poll loop): {} clients × {} MiB each way",
+            args.clients, args.mib
+        );
+        let through = push_through(&mut lp, Endpoint::Addr(proxy), args.clients, bytes)?;
+        let direct = push_through(&mut lp, Endpoint::Addr(echo), args.clients, bytes)?;
+        lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10))?;
+        // Let the upstream connections' closes finish too.
+        for _ in 0..100 {
+            if lp.is_empty() {
+                break;
+            }
+            lp.run_once(Some(Duration::from_millis(10)))?;
+        }
+        (through, direct, Summary::of(&stats, lp.len()))
+    };
+    report(&args, total_mib, through, direct, summary)?;
+    let slow_mib = 4 * args.mib.max(16);
+    let (peak, rss_growth) = slow_client(&mut lp, slow_mib << 20)?;
+    println!(
+        "slow client (poll loop proxy): {slow_mib} MiB sent while it did not read for 1 s: peak relay write buffer {} KiB, peak RSS grew {} KiB",
+        peak >> 10,
+        rss_growth
+    );
+    if peak > HIGH_WATER + READ_SIZE {
+        return Err("slow client: a relay write buffer went past high water plus one read".into());
+    }
+    Ok(())
+}
 
+/// An echo server and a proxy relaying to it, on the poll loop; their addresses.
+fn start_poll(
+    lp: &mut Loop,
+    stats: &Rc<RelayStats>,
+) -> Result<(std::net::SocketAddr, std::net::SocketAddr), Box<dyn Error>> {
     let echo = lp.create_server("127.0.0.1:0", || Box::new(Echo), ServerOptions::default())?;
     let upstream = Endpoint::Addr(echo.addr());
     let s = stats.clone();
@@ -203,50 +369,138 @@ fn main() -> Result<(), Box<dyn Error>> {
         move || relay(upstream.clone(), &s),
         ServerOptions::default(),
     )?;
-    let bytes = args.mib << 20;
-    let total_mib = (args.clients * bytes) as f64 / f64::from(1 << 20);
-    println!(
-        "proxy {} → echo {}: {} clients × {} MiB each way",
-        proxy.addr(),
-        echo.addr(),
-        args.clients,
-        args.mib
-    );
+    Ok((echo.addr(), proxy.addr()))
+}
 
-    let through = push_through(&mut lp, Endpoint::Addr(proxy.addr()), args.clients, bytes)?;
-    let direct = push_through(&mut lp, Endpoint::Addr(echo.addr()), args.clients, bytes)?;
-    lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10))?;
-    // Let the upstream sides' closes finish too.
-    for _ in 0..100 {
-        if lp.is_empty() {
-            break;
-        }
-        lp.run_once(Some(Duration::from_millis(10)))?;
+/// `--listen` / `--upstream`: relays until SIGINT or SIGTERM.
+fn serve(listen: &str, upstream: std::net::SocketAddr, args: &Args) -> Result<(), Box<dyn Error>> {
+    if args.tokio {
+        return on_tokio::serve(listen, upstream);
     }
+    let mut lp = Loop::new()?;
+    let stats = Rc::new(RelayStats::default());
+    let server = lp.create_server(
+        listen,
+        move || relay(Endpoint::Addr(upstream), &stats),
+        ServerOptions::default(),
+    )?;
+    lp.stop_on_signals(&[aioport_poll::signal::SIGINT, aioport_poll::signal::SIGTERM])?;
+    println!("proxy: {} → {upstream} (poll loop) until SIGINT/SIGTERM", server.addr());
+    lp.run_forever()?;
+    Ok(())
+}
 
+fn report(
+    args: &Args,
+    total_mib: f64,
+    through: f64,
+    direct: f64,
+    s: Summary,
+) -> Result<(), Box<dyn Error>> {
     let bound = HIGH_WATER + READ_SIZE;
-    println!("through the proxy: {:.1} s, {:.0} MiB/s echoed", through, total_mib / through);
-    println!("direct to echo:    {:.1} s, {:.0} MiB/s echoed", direct, total_mib / direct);
+    println!("through the proxy: {through:.2} s, {:.0} MiB/s echoed", total_mib / through);
+    println!("direct to echo:    {direct:.2} s, {:.0} MiB/s echoed", total_mib / direct);
     println!("proxy / direct throughput: {:.2}", direct / through);
     println!(
         "relays: {} started, {} open; forwarded {} MiB up, {} MiB down; peak write buffer {} KiB (bound {} KiB)",
-        stats.started.get(),
-        stats.open.get(),
-        stats.up_bytes.get() >> 20,
-        stats.down_bytes.get() >> 20,
-        stats.peak_buffered.get() >> 10,
+        s.started,
+        s.open,
+        s.up_bytes >> 20,
+        s.down_bytes >> 20,
+        s.peak_buffered >> 10,
         bound >> 10
     );
-    if !lp.is_empty() {
-        return Err(format!("{} transports left after every client closed", lp.len()).into());
+    let total = (args.clients * (args.mib << 20)) as u64;
+    if s.transports_left != 0 || s.open != 0 {
+        return Err(
+            format!("{} transports left after every client closed", s.transports_left).into()
+        );
     }
-    if stats.peak_buffered.get() > bound {
+    if s.peak_buffered > bound {
         return Err("a proxy write buffer went past high water plus one read".into());
     }
-    if stats.up_bytes.get() != (args.clients * bytes) as u64
-        || stats.down_bytes.get() != (args.clients * bytes) as u64
-    {
+    if s.up_bytes != total || s.down_bytes != total || s.started != args.clients {
         return Err("the proxy did not forward every byte".into());
     }
     Ok(())
+}
+
+/// The proxy and its echo upstream on an `aioport-tokio` loop thread (current-thread
+/// runtime). The relay and echo protocols are the poll loop's, unchanged.
+mod on_tokio {
+    use super::*;
+    use aioport_tokio::{LoopThread, Runtime, spawn_loop};
+    use std::net::SocketAddr;
+    use std::sync::mpsc;
+
+    type Started = Result<(SocketAddr, SocketAddr), String>;
+
+    /// Starts echo + proxy on a loop thread; the addresses come back through `started`,
+    /// the relay counters through `done` once the loop is stopped.
+    fn start(
+        listen: Option<(String, SocketAddr)>,
+        started: mpsc::Sender<Started>,
+        done: mpsc::Sender<Summary>,
+    ) -> std::io::Result<LoopThread> {
+        spawn_loop(Runtime::CurrentThread, move |mut lp: aioport_tokio::Loop| async move {
+            let stats = Rc::new(RelayStats::default());
+            let options = aioport_tokio::ServerOptions::default;
+            let (echo_addr, listen_at) = match listen {
+                Some((at, upstream)) => (upstream, at),
+                None => match lp.create_server("127.0.0.1:0", || Box::new(Echo), options()).await {
+                    Ok(echo) => (echo.addr(), "127.0.0.1:0".to_owned()),
+                    Err(e) => return drop(started.send(Err(e.to_string()))),
+                },
+            };
+            let s = stats.clone();
+            let factory = move || relay(Endpoint::Addr(echo_addr), &s);
+            match lp.create_server(listen_at.as_str(), factory, options()).await {
+                Ok(proxy) => drop(started.send(Ok((echo_addr, proxy.addr())))),
+                Err(e) => return drop(started.send(Err(e.to_string()))),
+            }
+            lp.run_forever().await;
+            // Stopped once the clients are done: let the relays' last closes finish.
+            let _ = lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10)).await;
+            for _ in 0..100 {
+                if lp.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                lp.run_once().await;
+            }
+            let _ = done.send(Summary::of(&stats, lp.len()));
+        })
+    }
+
+    pub(super) fn self_test(
+        lp: &mut Loop,
+        args: &Args,
+    ) -> Result<(f64, f64, Summary), Box<dyn Error>> {
+        let (started_tx, started) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let thread = start(None, started_tx, done_tx)?;
+        let (echo, proxy) = started.recv()??;
+        println!(
+            "proxy {proxy} → echo {echo} (aioport-tokio loop thread): {} clients × {} MiB each way",
+            args.clients, args.mib
+        );
+        let bytes = args.mib << 20;
+        let through = push_through(lp, Endpoint::Addr(proxy), args.clients, bytes)?;
+        let direct = push_through(lp, Endpoint::Addr(echo), args.clients, bytes)?;
+        // The clients are done: the loop finishes its closes, then reports.
+        thread.stop();
+        let summary = done.recv_timeout(Duration::from_secs(30))?;
+        thread.join().map_err(|_| "the proxy thread panicked")?;
+        Ok((through, direct, summary))
+    }
+
+    pub(super) fn serve(listen: &str, upstream: SocketAddr) -> Result<(), Box<dyn Error>> {
+        let (started_tx, started) = mpsc::channel();
+        let (done_tx, _done) = mpsc::channel();
+        let thread = start(Some((listen.to_owned(), upstream)), started_tx, done_tx)?;
+        let (_, proxy) = started.recv()??;
+        println!("proxy: {proxy} → {upstream} (aioport-tokio) until killed");
+        thread.join().map_err(|_| "the proxy thread panicked")?;
+        Ok(())
+    }
 }

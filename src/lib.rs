@@ -103,6 +103,114 @@
 //! # }
 //! ```
 //!
+//! # Writing a relay
+//!
+//! The most common real use of flow control is a relay (a proxy, a tunnel, a gateway): one
+//! connection's protocol writes into another connection's transport. Both connections live
+//! in one loop, so each side acts on the *other* side's transport directly through its
+//! [`Ctx`] — no channel, no task, no copy beyond the transports' own queues:
+//!
+//! * `connection_made` of the accepted side pauses its own reading and opens the upstream
+//!   with [`Ctx::connect`]; the upstream side's `connection_made` resumes it.
+//! * `data_received` writes into the other side's transport.
+//! * **Back-pressure end to end**: `pause_writing` on one side pauses *reading on the
+//!   other*; `resume_writing` resumes it. Each write buffer then stays within its
+//!   high-water mark plus one read, however slow either peer is.
+//! * **Half-close**: `eof_received` forwards `write_eof` to the other side and returns
+//!   `Ok(true)` (keep-open), so the other direction goes on; once both directions saw EOF,
+//!   both close.
+//! * **Ends**: `connection_lost(None)` closes the other side after its queue drains;
+//!   `connection_lost(Some(err))` (a reset) aborts it.
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use std::cell::Cell;
+//! use std::net::SocketAddr;
+//! use std::rc::Rc;
+//! use std::time::Instant;
+//! use aioport::{CallbackResult, ConnectionError, Ctx, Endpoint, Protocol, StreamHandle};
+//! use aioport::testing::Sim;
+//!
+//! /// The two transports of one relay.
+//! #[derive(Default)]
+//! struct Link { down: Cell<Option<StreamHandle>>, up: Cell<Option<StreamHandle>> }
+//!
+//! struct Side { link: Rc<Link>, upstream: Option<Endpoint> }
+//!
+//! impl Side {
+//!     fn other(&self, ctx: &Ctx<'_>) -> Option<StreamHandle> {
+//!         let (down, up) = (self.link.down.get(), self.link.up.get());
+//!         if down == Some(ctx.stream()) { up } else { down }
+//!     }
+//! }
+//!
+//! impl Protocol for Side {
+//!     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+//!         if let Some(to) = self.upstream.clone() {
+//!             self.link.down.set(Some(ctx.stream()));
+//!             ctx.pause_reading(ctx.stream())?; // nothing to forward to yet
+//!             ctx.connect(to, Box::new(Side { link: self.link.clone(), upstream: None }));
+//!         } else {
+//!             self.link.up.set(Some(ctx.stream()));
+//!             if let Some(down) = self.link.down.get() {
+//!                 ctx.resume_reading(down)?;
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//!     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+//!         match self.other(ctx) {
+//!             Some(other) => Ok(ctx.write_slice(other, data)?),
+//!             None => Ok(ctx.abort(ctx.stream())?),
+//!         }
+//!     }
+//!     fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+//!         if let Some(other) = self.other(ctx) { ctx.pause_reading(other)?; }
+//!         Ok(())
+//!     }
+//!     fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+//!         if let Some(other) = self.other(ctx) { ctx.resume_reading(other)?; }
+//!         Ok(())
+//!     }
+//!     fn eof_received(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult<bool> {
+//!         if let Some(other) = self.other(ctx) { ctx.write_eof(other)?; }
+//!         Ok(true) // keep the other direction going
+//!     }
+//!     fn connection_lost(&mut self, ctx: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
+//!         if let Some(other) = self.other(ctx) {
+//!             let _ = if err.is_some() { ctx.abort(other) } else { ctx.close(other) };
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// The upstream: echoes, and closes on EOF.
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+//!         Ok(ctx.write_slice(ctx.stream(), data)?)
+//!     }
+//! }
+//!
+//! let upstream = Endpoint::Addr(SocketAddr::from(([127, 0, 0, 1], 7)));
+//! let mut sim = Sim::new(Instant::now(), 1);
+//! sim.listen(upstream.clone(), || Box::new(Echo));
+//! // The harness's peer plays the client of an accepted connection.
+//! let relay = Side { link: Rc::default(), upstream: Some(upstream) };
+//! let (_down, client) = sim.open(relay);
+//! sim.peer_send(client, b"through the relay");
+//! sim.run_until_idle();
+//! assert_eq!(sim.peer_received(client), b"through the relay");
+//! # }
+//! ```
+//!
+//! `examples/proxy.rs` is the complete relay on the poll loop (`examples/support/relay.rs`:
+//! both EOFs, upstream connect failures, counters); the conformance suite runs it on every
+//! driver — 256 MiB byte-exact, a client that stops reading while the upstream keeps
+//! sending (the relay's buffers are asserted to stay within high water plus one read),
+//! half-close both ways, resets, 1,000 short-lived connections — and
+//! `tests/relay_property.rs` checks it on the harness under random chunking and stalls.
+//!
 //! # The driving contract
 //!
 //! 1. Insert each connected or accepted socket with [`Registry::insert_stream`] (or a pipe

@@ -79,6 +79,19 @@ fn configs() -> (TlsClient, TlsServer) {
 }
 
 impl<D: Driver> Tls<D> {
+    /// `factory`'s protocols under server engines, both layers tracked.
+    fn server_factory(&self, mut factory: Factory) -> Factory {
+        let server = self.server.clone();
+        let conns = self.conns.clone();
+        Box::new(move || {
+            let layers = Rc::new(Layers::default());
+            let app = Tracked::boxed(factory(), &layers, Layer::App);
+            let engine = server.engine_with(move |_| app).expect("a server engine");
+            conns.borrow_mut().push((layers.clone(), engine.session()));
+            Tracked::boxed(Box::new(engine), &layers, Layer::Raw)
+        })
+    }
+
     /// `app` under a client engine, both layers tracked.
     fn client_engine(&mut self, app: Box<dyn Protocol>) -> (Box<dyn Protocol>, TlsSession) {
         client_engine(&self.client, &self.conns, app)
@@ -125,20 +138,26 @@ impl<D: Driver + TlsName> Driver for Tls<D> {
         Tls { inner: D::new(), client, server, conns: Rc::new(RefCell::new(Vec::new())) }
     }
 
-    fn listen(&mut self, mut factory: Factory) -> Listening {
-        let server = self.server.clone();
-        let conns = self.conns.clone();
-        self.inner.listen(Box::new(move || {
-            let layers = Rc::new(Layers::default());
-            let app = Tracked::boxed(factory(), &layers, Layer::App);
-            let engine = server.engine_with(move |_| app).expect("a server engine");
-            conns.borrow_mut().push((layers.clone(), engine.session()));
-            Tracked::boxed(Box::new(engine), &layers, Layer::Raw)
-        }))
+    fn listen(&mut self, factory: Factory) -> Listening {
+        let factory = self.server_factory(factory);
+        self.inner.listen(factory)
+    }
+
+    fn listen_unix(&mut self, factory: Factory) -> Option<Listening> {
+        let factory = self.server_factory(factory);
+        self.inner.listen_unix(factory)
     }
 
     fn close_listener(&mut self, id: usize) -> bool {
         self.inner.close_listener(id)
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        self.inner.close_clients(id)
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        self.inner.wait_closed(id)
     }
 
     fn connect(

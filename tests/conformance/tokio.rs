@@ -63,7 +63,17 @@ pub struct Tokio<F> {
     rt: Runtime,
     servers: HashMap<usize, Server>,
     reports: Rc<RefCell<Vec<ErrorReport>>>,
+    /// Unix socket files this driver bound, removed on drop.
+    unix_paths: Vec<std::path::PathBuf>,
     flavor: PhantomData<F>,
+}
+
+impl<F> Drop for Tokio<F> {
+    fn drop(&mut self) {
+        for p in &self.unix_paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl<F: Flavor> Driver for Tokio<F> {
@@ -74,7 +84,14 @@ impl<F: Flavor> Driver for Tokio<F> {
         let reports = Rc::new(RefCell::new(Vec::new()));
         let sink = reports.clone();
         lp.set_error_handler(move |r| sink.borrow_mut().push(r));
-        Tokio { lp, rt: F::build(), servers: HashMap::new(), reports, flavor: PhantomData }
+        Tokio {
+            lp,
+            rt: F::build(),
+            servers: HashMap::new(),
+            reports,
+            unix_paths: Vec::new(),
+            flavor: PhantomData,
+        }
     }
 
     fn listen(&mut self, mut factory: Factory) -> Listening {
@@ -86,6 +103,19 @@ impl<F: Flavor> Driver for Tokio<F> {
         let endpoint = Endpoint::Addr(server.addr());
         self.servers.insert(id, server);
         Listening { id, endpoint }
+    }
+
+    fn listen_unix(&mut self, mut factory: Factory) -> Option<Listening> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-conf-tokio-{}-{n}.sock", std::process::id()));
+        let server = F::block_on(&self.rt, self.lp.create_unix_server(&path, move || factory()))
+            .expect("listen on a Unix socket");
+        self.unix_paths.push(path.clone());
+        let id = server.id().get() as usize;
+        self.servers.insert(id, server);
+        Some(Listening { id, endpoint: Endpoint::Unix(path) })
     }
 
     fn close_listener(&mut self, id: usize) -> bool {
