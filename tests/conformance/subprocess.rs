@@ -67,7 +67,7 @@ pub type Shared = Rc<RefCell<Seen>>;
 pub struct Recorder(Shared);
 
 impl Recorder {
-    pub fn new(feed: Feed) -> (Box<dyn SubprocessProtocol>, Shared) {
+    pub fn boxed(feed: Feed) -> (Box<dyn SubprocessProtocol>, Shared) {
         let seen = Rc::new(RefCell::new(Seen { feed, ..Seen::default() }));
         (Box::new(Recorder(seen.clone())), seen)
     }
@@ -165,7 +165,7 @@ fn spawn<D: Driver>(
     stdio: ChildStdio,
     feed: Feed,
 ) -> Option<(SubprocessHandle, Shared)> {
-    let (protocol, seen) = Recorder::new(feed);
+    let (protocol, seen) = Recorder::boxed(feed);
     match d.spawn(protocol, program, stdio) {
         Ok(h) => {
             assert_eq!(seen.borrow().events.first(), Some(&Ev::Made), "spawn delivers made");
@@ -243,7 +243,8 @@ pub fn cat_10_mib_byte_exact_with_back_pressure<D: Driver>(d: &mut D) {
 pub fn exit_codes_0_and_3<D: Driver>(d: &mut D) {
     for code in [0, 3] {
         let program = Program::Exit(code);
-        let Some((h, seen)) = spawn(d, "exit_codes_0_and_3", program, ChildStdio::Pipes, Feed::Nothing)
+        let Some((h, seen)) =
+            spawn(d, "exit_codes_0_and_3", program, ChildStdio::Pipes, Feed::Nothing)
         else {
             return;
         };
@@ -407,6 +408,53 @@ pub fn stderr_to_stdout<D: Driver>(d: &mut D) {
     assert_ordering(&s.events, &[0, 1]);
 }
 
+/// `close()` on a running child closes its pipes and kills it (returncode −9);
+/// `close()` after the exit kills nothing and changes no status.
+pub fn close_kills_a_running_child_never_a_finished_one<D: Driver>(d: &mut D) {
+    let scenario = "close_kills_a_running_child_never_a_finished_one";
+    let Some((h, seen)) = spawn(d, scenario, Program::Sleep, ChildStdio::Pipes, Feed::Nothing)
+    else {
+        return;
+    };
+    d.with(|ctx| ctx.close(h)).expect("close a live subprocess");
+    run_until_lost(d, &seen);
+    assert_eq!(seen.borrow().returncode, Some(-9));
+    assert_ordering(&seen.borrow().events, &[0, 1, 2]);
+
+    let program = Program::GrandchildHoldsStdout(7);
+    let Some((h, seen)) = spawn(d, scenario, program, ChildStdio::Pipes, Feed::Nothing) else {
+        return;
+    };
+    run_until_exited(d, &seen);
+    // Closes the pipes, stdin included: the grandchild then writes into a closed stdout
+    // and ends; the exit status stays the child's.
+    d.with(|ctx| ctx.close(h)).expect("close an exited subprocess");
+    run_until_lost(d, &seen);
+    let s = seen.borrow();
+    assert_eq!(s.returncode, Some(7));
+    assert_eq!(s.events.iter().filter(|e| matches!(e, Ev::Exited(_))).count(), 1);
+    assert_ordering(&s.events, &[0, 1, 2]);
+}
+
+/// 200 `cat` children one after another, each fed its number: every reply exact, and
+/// nothing left in the loop. (The poll loop's own tests count descriptors and zombies,
+/// which other tests of this binary running in parallel would disturb here.)
+pub fn two_hundred_children_in_a_row<D: Driver>(d: &mut D) {
+    for i in 0..200 {
+        let feed = Feed::AtOnce(format!("{i}\n").into_bytes());
+        let scenario = "two_hundred_children_in_a_row";
+        let Some((_, seen)) = spawn(d, scenario, Program::Cat, ChildStdio::Pipes, feed) else {
+            return;
+        };
+        run_until_lost(d, &seen);
+        let s = seen.borrow();
+        assert_eq!(s.out, format!("{i}\n").as_bytes());
+        assert_eq!(s.returncode, Some(0));
+    }
+    assert_eq!(d.transports(), 0, "every transport is gone");
+    assert!(d.take_errors().is_empty());
+}
+
 /// Closes `h`'s stdin from user code.
 fn close_stdin<D: Driver>(d: &mut D, h: SubprocessHandle) {
     d.with(|ctx| {
@@ -457,6 +505,14 @@ macro_rules! subprocess_conformance {
             #[test]
             fn writing_to_a_child_that_exited_is_a_broken_pipe() {
                 run(subprocess::writing_to_a_child_that_exited_is_a_broken_pipe);
+            }
+            #[test]
+            fn close_kills_a_running_child_never_a_finished_one() {
+                run(subprocess::close_kills_a_running_child_never_a_finished_one);
+            }
+            #[test]
+            fn two_hundred_children_in_a_row() {
+                run(subprocess::two_hundred_children_in_a_row);
             }
             #[test]
             fn stderr_to_stdout() {
