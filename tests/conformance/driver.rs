@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use aioport::{
     ConnectionError, Ctx, DatagramAddr, DatagramHandle, DatagramProtocol, Endpoint, LoopError,
-    Protocol, StreamHandle,
+    Protocol, StreamHandle, SubprocessHandle, SubprocessProtocol,
 };
 
 /// Wraps an app protocol for `Ctx::connect`: see [`Driver::client_wrap`].
@@ -116,6 +116,49 @@ pub trait Driver {
         let _ = family;
         panic!("the {} driver has no datagram endpoints", Self::NAME)
     }
+
+    /// Starts a child running `program` with `protocol`, its stdio as `stdio` says;
+    /// `connection_made` has been delivered when this returns. `Err(why)` when the driver
+    /// cannot (the scenario prints `SKIPPED (why)`): the default says the driver has no
+    /// subprocesses; a driver also says so for a behaviour it cannot play. Other failures
+    /// panic. The driver reaps every child it started, at the latest when it is dropped.
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let _ = (protocol, program, stdio);
+        Err(format!("the {} driver has no subprocesses", Self::NAME))
+    }
+}
+
+/// What a child of a subprocess scenario does: portable behaviours, played by a real
+/// program (`cat`, `sh -c`) on real drivers and scripted on the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Copies stdin to stdout until EOF, then exits 0 (`cat`).
+    Cat,
+    /// Exits at once with this code, reading nothing.
+    Exit(i32),
+    /// Runs until a signal kills it (`exec sleep 30`).
+    Sleep,
+    /// Closes its stdout, then runs until a signal kills it.
+    CloseStdoutThenSleep,
+    /// Exits with this code at once, while a grandchild keeps stdout open; the grandchild
+    /// writes `bye\n` to stdout and exits when the child's stdin is closed.
+    GrandchildHoldsStdout(i32),
+    /// Writes `out\n` to stdout, then `err\n` to stderr, then exits 0.
+    OutThenErr,
+}
+
+/// How a scenario's child is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStdio {
+    /// stdin, stdout and stderr are pipes to the loop.
+    Pipes,
+    /// stdin and stdout are pipes; stderr goes where stdout goes (`subprocess.STDOUT`).
+    StderrToStdout,
 }
 
 /// The address family of a datagram scenario.

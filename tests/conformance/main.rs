@@ -9,6 +9,9 @@
 //! * `relay.rs`: the relay scenarios, on `examples/proxy.rs`'s relay.
 //! * `datagram.rs`: the datagram protocols and scenarios (UDP over IPv4 and IPv6, Unix
 //!   datagram sockets), with their own `datagram_conformance!` list.
+//! * `subprocess.rs`: the subprocess protocols and scenarios (children as portable
+//!   [`Program`](driver::Program)s: real programs on the poll loop, scripted on the
+//!   harness), with their own `subprocess_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
 //!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time;
 //!   `tokio.rs`: the tokio driver (`aioport-tokio`), current-thread and multi-thread.
@@ -20,6 +23,8 @@
 
 #[macro_use]
 mod datagram;
+#[macro_use]
+mod subprocess;
 mod driver;
 mod poll;
 mod protocols;
@@ -135,3 +140,9 @@ conformance!(tls_on_sim, crate::tls::Tls<crate::sim::Sim>);
 datagram_conformance!(datagram_on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 datagram_conformance!(datagram_on_sim, crate::sim::Sim);
+
+subprocess_conformance!(subprocess_on_poll, crate::poll::Poll);
+#[cfg(feature = "testing")]
+subprocess_conformance!(subprocess_on_sim, crate::sim::Sim);
+// The tokio driver has no subprocesses yet: every scenario prints SKIPPED.
+subprocess_conformance!(subprocess_on_tokio_ct, crate::tokio::TokioCt);

@@ -1,26 +1,123 @@
 //! The scenarios on the in-memory harness (`aioport::testing::Sim`): virtual time, seeded
 //! partial sends and random read chunking, and the harness's invariant checker after every
 //! step.
+//!
+//! Subprocess scenarios run on the harness's process loop (`aioport::testing::ProcessSim`)
+//! instead: the first [`Driver::spawn`] switches this driver to it (`with`, `run_until`,
+//! `take_errors` and `transports` then serve that loop), and every step plays one action of
+//! each child's [`Program`] (a scripted `cat`, an exit, a grandchild…).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use aioport::testing::{Sim as Harness, SimConfig};
+use aioport::testing::{ProcessSim, Sim as Harness, SimConfig};
 use aioport::{
     CallbackResult, ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError,
-    Protocol, RequestId, StreamHandle,
+    Protocol, RequestId, StreamHandle, SubprocessHandle, SubprocessProtocol,
 };
 
-use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
+use crate::driver::{Bind, Bound, ChildStdio, Driver, Factory, Family, Listening, Program};
 
 /// Steps one `run_until` may take before the scenario counts as stuck.
 const STEP_LIMIT: u64 = 2_000_000;
 
+/// What the scripted `cat` copies per step: smaller than the stdin pipe, so the loop's
+/// stdin buffer drains in several steps (and resumes writing on the way).
+const CAT_CHUNK: usize = 16 * 1024;
+
 pub struct Sim {
     sim: Harness,
     next_port: u16,
+    /// The process loop, once a scenario spawned a child.
+    procs: Option<Procs>,
+}
+
+/// The harness's process loop and the children it plays.
+struct Procs {
+    sim: ProcessSim,
+    children: Vec<Played>,
+    /// Loop errors `take_errors` already handed out.
+    errors_taken: usize,
+}
+
+/// A simulated child and how far its program got.
+struct Played {
+    h: SubprocessHandle,
+    program: Program,
+    stdio: ChildStdio,
+    /// Actions of `program` done so far.
+    done: u32,
+}
+
+impl Played {
+    /// Plays the next action of the program, if it has one now; true if it did something.
+    fn step(&mut self, sim: &mut ProcessSim) -> bool {
+        let h = self.h;
+        let exited = sim.exit_status(h).is_some();
+        let acted = match (self.program, self.done) {
+            (Program::GrandchildHoldsStdout(_), 1) if sim.is_pipe_closed(h, 0) => {
+                // The grandchild's `read` saw EOF on the stdin it shares.
+                sim.child_write(h, 1, b"bye\n");
+                sim.grandchild_exit(h);
+                true
+            }
+            _ if exited => false,
+            (Program::Cat, _) => {
+                let data = sim.child_read_stdin(h, CAT_CHUNK);
+                if !data.is_empty() {
+                    sim.child_write(h, 1, &data);
+                    true
+                } else if sim.child_stdin_eof(h) {
+                    sim.child_exit(h, 0);
+                    true
+                } else {
+                    false
+                }
+            }
+            (Program::Exit(code), 0) => {
+                sim.child_exit(h, code);
+                true
+            }
+            (Program::CloseStdoutThenSleep, 0) => {
+                sim.child_close(h, 1);
+                true
+            }
+            (Program::GrandchildHoldsStdout(code), 0) => {
+                sim.child_exit_leaving_grandchild(h, code);
+                true
+            }
+            (Program::OutThenErr, 0) => {
+                sim.child_write(h, 1, b"out\n");
+                let fd = if self.stdio == ChildStdio::StderrToStdout { 1 } else { 2 };
+                sim.child_write(h, fd, b"err\n");
+                sim.child_exit(h, 0);
+                true
+            }
+            _ => false,
+        };
+        self.done += u32::from(acted);
+        acted
+    }
+}
+
+impl Procs {
+    fn run_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..STEP_LIMIT {
+            if done() {
+                return;
+            }
+            let mut moved = false;
+            for c in &mut self.children {
+                moved |= c.step(&mut self.sim);
+            }
+            if !moved && !done() {
+                panic!("sim: every child waits, before {what}");
+            }
+        }
+        panic!("sim: {what} did not happen in {STEP_LIMIT} steps");
+    }
 }
 
 type Outcome = Rc<RefCell<Option<Result<StreamHandle, ConnectionError>>>>;
@@ -64,7 +161,7 @@ impl Driver for Sim {
             .keep_data(false)
             .max_write_buffer(512 * 1024)
             .max_steps(STEP_LIMIT);
-        Sim { sim: Harness::with_config(Instant::now(), config), next_port: 1 }
+        Sim { sim: Harness::with_config(Instant::now(), config), next_port: 1, procs: None }
     }
 
     fn listen(&mut self, factory: Factory) -> Listening {
@@ -97,7 +194,10 @@ impl Driver for Sim {
     }
 
     fn with<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
-        self.sim.enter(f)
+        match &mut self.procs {
+            Some(p) => p.sim.enter(f),
+            None => self.sim.enter(f),
+        }
     }
 
     fn reset(&mut self, h: StreamHandle) {
@@ -106,6 +206,9 @@ impl Driver for Sim {
     }
 
     fn run_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
+        if let Some(p) = &mut self.procs {
+            return p.run_until(what, done);
+        }
         for _ in 0..STEP_LIMIT {
             if done() {
                 return;
@@ -121,13 +224,23 @@ impl Driver for Sim {
     }
 
     fn take_errors(&mut self) -> Vec<LoopError> {
-        self.sim.take_loop_errors()
+        match &mut self.procs {
+            Some(p) => {
+                let new = p.sim.errors()[p.errors_taken..].to_vec();
+                p.errors_taken += new.len();
+                new
+            }
+            None => self.sim.take_loop_errors(),
+        }
     }
 
     fn prepare_connections(&mut self, _n: usize) {}
 
     fn transports(&self) -> usize {
-        self.sim.registry().len()
+        match &self.procs {
+            Some(p) => p.sim.registry().len(),
+            None => self.sim.registry().len(),
+        }
     }
 
     fn datagram_endpoint(
@@ -156,6 +269,23 @@ impl Driver for Sim {
             Family::V6 => DatagramAddr::Inet(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], n))),
             Family::Unix => DatagramAddr::Unix(Some(format!("/sim/dgram-{n}").into())),
         }
+    }
+
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let p = self.procs.get_or_insert_with(|| Procs {
+            sim: ProcessSim::new(Instant::now()),
+            children: Vec::new(),
+            errors_taken: 0,
+        });
+        let piped = [true, true, stdio == ChildStdio::Pipes];
+        let h = p.sim.spawn(protocol, piped);
+        p.children.push(Played { h, program, stdio, done: 0 });
+        Ok(h)
     }
 }
 
