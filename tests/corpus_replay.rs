@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 type Target = fn(&[u8]);
 
 const TARGETS: &[(&str, Target)] = &[
+    #[cfg(feature = "tls")]
+    ("tls_pair", aioport::fuzzing::tls_pair),
     ("stream_ops", aioport::fuzzing::stream_ops),
     ("buffered_stream_ops", aioport::fuzzing::buffered_stream_ops),
     ("registry_ops", aioport::fuzzing::registry_ops),
@@ -55,6 +57,12 @@ macro_rules! corpus {
             eprintln!("{name}: replayed {n} inputs in {:.1?}", start.elapsed());
         }
     )*};
+}
+
+#[cfg(feature = "tls")]
+mod corpus_tls {
+    use super::*;
+    corpus!(tls_pair);
 }
 
 mod corpus {

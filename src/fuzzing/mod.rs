@@ -26,6 +26,7 @@
 //! | [`registry_ops`] | several transports (sockets, pipes, connecting, served) in one registry; protocols that write / close / abort / pause / resume / swap protocols on *other* handles from inside their callbacks, closures, timers; stale handles; driver misuse; a lying `Io` | the transcript grammar, no nesting, `Io::close` once, stale ⇔ removed, typed errors, `DriverError` for misuse with no effect, `poll_io` / `poll_timeout` contracts (see [`registry_ops`]) |
 //! | [`limits`] | [`WriteBufferLimits`](crate::WriteBufferLimits) and [`FlowControl`](crate::FlowControl): limits, sizes at the marks, external pending bytes up to `usize::MAX`, hard limits, swaps, freezing | a tiny model written differently (the history of states since the view changed) |
 //! | [`pair`] | two protocols streaming to each other over [`Sim`](crate::testing::Sim) links with decoded faults (partial sends and reads, refusals, latency, small buffers, stalls) and a decoded schedule (abort, close, reset, early `write_eof`, read pauses, limit changes) | the harness's invariant checker after every step; bytes delivered == bytes written (a prefix after a fault); one `connection_lost` each |
+//! | `tls_pair` (feature `tls`) | `pair` with a TLS client and server engine under the two sides (TLS 1.3 or 1.2 by the input; a fixed Ed25519 certificate checked in virtual time); the schedule acts on the app transports, resets and stalls on the raw ones | the harness's checker after every step; without a fault both handshakes complete and every byte arrives; with one, a prefix; one `connection_lost` per app transport that was made; no transport left |
 //! | [`datagram_ops`] | one datagram endpoint (connected or not) over a socket that accepts a granted number of datagrams, fails a send on demand, and holds the peer's datagrams, receive errors and oversized datagrams; completion-style delivery and `EPOLLERR` | the datagram reference model ([`DatagramModel`](crate::testing::model::DatagramModel)): callbacks, `sendto` results, state, user-face queries and the datagrams the socket took (whole, in order, to the right address) after every step; quiescence; every accepted datagram transmitted, reported, dropped by `abort` or queued — exactly once |
 //!
 //! `subprocess_ops` comes with the subprocess transport: its own opcode table
@@ -336,6 +337,8 @@ mod registry;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tls")]
+mod tls_pair;
 
 use std::sync::{Once, OnceLock};
 use std::time::Instant;
@@ -349,6 +352,8 @@ pub use stream::{
     STREAM_OPS, StreamStep, Via, buffered_stream_ops, check_against_model, describe_stream,
     stream_ops,
 };
+#[cfg(feature = "tls")]
+pub use tls_pair::tls_pair;
 
 /// The base of virtual time: the one clock read of the fuzzing module (the core never
 /// reads a clock; fuzz runs only compare instants derived from this one).

@@ -71,8 +71,11 @@ pub fn sim_config(input: &mut Input<'_>) -> SimConfig {
 
 /// Writes `total` pattern bytes in chunks, honouring `pause_writing`, then half-closes;
 /// checks that what it receives is the other side's pattern, in order.
-struct Peer {
+pub(super) struct Peer {
     total: usize,
+    /// What the other side sends: where half-close is unavailable (TLS 1.2) the peer
+    /// closes once it wrote everything and received this much.
+    expect: usize,
     chunk: usize,
     written: Rc<Cell<usize>>,
     received: Rc<Cell<u64>>,
@@ -82,6 +85,24 @@ struct Peer {
 }
 
 impl Peer {
+    pub(super) fn new(
+        (total, expect): (usize, usize),
+        chunk: usize,
+        written: Rc<Cell<usize>>,
+        received: Rc<Cell<u64>>,
+    ) -> Self {
+        let (paused, done, eof_seen) = (false, false, false);
+        Peer { total, expect, chunk, written, received, paused, done, eof_seen }
+    }
+
+    /// Both directions are done: our writing, and the other side's (its EOF, or — without
+    /// half-close — all it sends).
+    fn finished(&self, ctx: &Ctx<'_>) -> Result<bool, crate::HandleError> {
+        let h = ctx.stream();
+        let all_in = self.received.get() >= self.expect as u64;
+        Ok(self.done && (self.eof_seen || (!ctx.can_write_eof(h)? && all_in)))
+    }
+
     fn pump(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         let h = ctx.stream();
         while !self.paused && self.written.get() < self.total {
@@ -98,10 +119,12 @@ impl Peer {
         }
         if self.written.get() == self.total && !self.done {
             self.done = true;
-            ctx.write_eof(h)?;
+            if ctx.can_write_eof(h)? {
+                ctx.write_eof(h)?;
+            }
         }
-        if self.done && self.eof_seen {
-            ctx.close(h)?; // both directions are done
+        if self.finished(ctx)? {
+            ctx.close(h)?;
         }
         Ok(())
     }
@@ -111,11 +134,14 @@ impl Protocol for Peer {
     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         self.pump(ctx)
     }
-    fn data_received(&mut self, _: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
         let r = &self.received;
         for &b in data {
             assert_eq!(b, (r.get() % 251) as u8, "pair: byte {} received out of order", r.get());
             r.set(r.get() + 1);
+        }
+        if self.finished(ctx)? {
+            ctx.close(ctx.stream())?;
         }
         Ok(())
     }
@@ -134,13 +160,13 @@ impl Protocol for Peer {
     }
 }
 
-fn run_checked(sim: &mut Sim, what: &str) {
+pub(super) fn run_checked(sim: &mut Sim, what: &str) {
     if let Err(e) = sim.try_run_until_idle() {
         panic!("{what}: {e}");
     }
 }
 
-fn steps(sim: &mut Sim, n: u8) {
+pub(super) fn steps(sim: &mut Sim, n: u8) {
     for _ in 0..n {
         match sim.try_step() {
             Ok(true) => {}
@@ -166,14 +192,8 @@ pub fn pair(data: &[u8]) {
         (total_a, Rc::new(Cell::new(0)), Rc::new(Cell::new(0u64))),
         (total_b, Rc::default(), Rc::default()),
     ];
-    let peer = |i: usize| Peer {
-        total: sides[i].0,
-        chunk,
-        written: sides[i].1.clone(),
-        received: sides[i].2.clone(),
-        paused: false,
-        done: false,
-        eof_seen: false,
+    let peer = |i: usize| {
+        Peer::new((sides[i].0, sides[1 - i].0), chunk, sides[i].1.clone(), sides[i].2.clone())
     };
     let (a, b) = sim.pair(peer(0), peer(1));
     let side = |s: u8| if s & 1 == 0 { a } else { b };
@@ -242,7 +262,7 @@ pub fn pair(data: &[u8]) {
 /// A transfer size: mostly small, a quarter of them large enough to cross the default
 /// 64 KiB high water (60..70 KB: every step moves at most a read's or a send's worth, so
 /// larger transfers only cost time; `set_write_buffer_limits` crosses small marks).
-fn transfer(x: u16) -> usize {
+pub(super) fn transfer(x: u16) -> usize {
     let low = usize::from(x & 0x3fff);
     match x >> 14 {
         0 => low & 63,
@@ -252,28 +272,36 @@ fn transfer(x: u16) -> usize {
     }
 }
 
-type Side = (usize, Rc<Cell<usize>>, Rc<Cell<u64>>);
+/// One side of a pair: its total, bytes written, bytes received.
+pub(super) type Side = (usize, Rc<Cell<usize>>, Rc<Cell<u64>>);
 
-fn check_pair(sim: &Sim, hs: [StreamHandle; 2], sides: &[Side; 2], faulted: bool) {
+/// What arrived is a prefix of what was written (checked in order as it arrived); without
+/// a fault, everything.
+pub(super) fn check_delivery(sides: &[Side; 2], faulted: bool, what: &str) {
     for i in 0..2 {
         let (total, written, _) = &sides[i];
         let received = sides[1 - i].2.get();
-        // Delivered bytes are checked in order as they arrive: a prefix, always.
         if received > written.get() as u64 {
             panic!(
-                "pair: side {} received {received} bytes, only {} written",
+                "{what}: side {} received {received} bytes, only {} written",
                 1 - i,
                 written.get()
             );
         }
         if !faulted && (written.get() != *total || received != *total as u64) {
             panic!(
-                "pair: without a fault, side {i} wrote {} of {total} bytes and side {} received {received}",
+                "{what}: without a fault, side {i} wrote {} of {total} bytes and side {} received {received}",
                 written.get(),
                 1 - i
             );
         }
-        let lost = sim.transcript(hs[i]).iter().filter(|e| matches!(e, Event::Lost(_))).count();
+    }
+}
+
+fn check_pair(sim: &Sim, hs: [StreamHandle; 2], sides: &[Side; 2], faulted: bool) {
+    check_delivery(sides, faulted, "pair");
+    for (i, h) in hs.into_iter().enumerate() {
+        let lost = sim.transcript(h).iter().filter(|e| matches!(e, Event::Lost(_))).count();
         if lost != 1 {
             panic!("pair: side {i} received connection_lost {lost} times");
         }
