@@ -334,6 +334,7 @@ mod limits;
 mod pair;
 mod registry;
 mod stream;
+mod subprocess;
 #[cfg(test)]
 mod tests;
 
@@ -348,6 +349,9 @@ pub use registry::{REGISTRY_OPS, describe_registry, registry_ops};
 pub use stream::{
     STREAM_OPS, StreamStep, Via, buffered_stream_ops, check_against_model, describe_stream,
     stream_ops,
+};
+pub use subprocess::{
+    SUBPROCESS_OPS, check_subprocess_against_model, describe_subprocess, subprocess_ops,
 };
 
 /// The base of virtual time: the one clock read of the fuzzing module (the core never
