@@ -157,7 +157,6 @@ pub struct SubprocessModel {
     budget: usize,
     broken: bool,
     stdin_sent: u64,
-    eof_requested: bool,
     spawned: bool,
     made_pending: bool,
     status: Option<ExitStatus>,
@@ -183,7 +182,6 @@ impl SubprocessModel {
             budget: 0,
             broken: false,
             stdin_sent: 0,
-            eof_requested: false,
             spawned: false,
             made_pending: false,
             status: None,
@@ -214,10 +212,8 @@ impl SubprocessModel {
             SubprocessOp::Write(n) if self.spawned && self.pipes[0].piped => {
                 out.write = Some(self.write(n));
             }
-            SubprocessOp::WriteEof if self.user_may(0) && !self.eof_requested => {
-                self.eof_requested = true;
-                self.close_stdin();
-            }
+            // `write_eof()` on a write pipe closes it (asyncio's `_UnixWritePipeTransport`).
+            SubprocessOp::WriteEof if self.user_may(0) => self.close_pipe(0),
             SubprocessOp::ClosePipe(fd) if self.user_may(fd) => self.close_pipe(fd),
             SubprocessOp::Close if !self.lost_delivered && !self.close_requested => {
                 self.close_requested = true;
@@ -247,8 +243,12 @@ impl SubprocessModel {
             SubprocessOp::Grant(n) => self.budget += n,
             SubprocessOp::Writable if self.live(0) && self.queued > 0 => self.flush(),
             SubprocessOp::StdinBroken => self.broken = true,
-            SubprocessOp::StdinReadable if self.live(0) && self.broken => {
-                // asyncio's `_read_ready` on a write pipe: the reader is gone.
+            SubprocessOp::StdinReadable
+                if self.pipes[0].piped && !self.pipes[0].lost && self.broken =>
+            {
+                // asyncio's `_read_ready` on a write pipe: the reader is gone. Not a read,
+                // so a held pipe (before the spawn) closes too; `pipe_connection_lost`
+                // waits for `connection_made`.
                 let reason = (self.queued > 0).then_some(ErrorKind::BrokenPipe);
                 self.lose(0, reason);
             }
@@ -343,11 +343,8 @@ impl SubprocessModel {
         if p.gone {
             return Err(WriteError::Handle(HandleError::Stale));
         }
-        if p.close_requested && !self.eof_requested {
+        if p.close_requested {
             return Err(WriteError::Closing);
-        }
-        if self.eof_requested {
-            return Err(WriteError::AfterEof);
         }
         if p.lost {
             return Err(WriteError::Closed);
@@ -388,7 +385,7 @@ impl SubprocessModel {
         }
     }
 
-    /// `close()` on stdin (and `write_eof()`, which closes a write pipe): flushes first.
+    /// `close()` on stdin: flushes first.
     fn close_stdin(&mut self) {
         self.pipes[0].close_requested = true;
         if self.queued == 0 {
