@@ -273,7 +273,7 @@ mod model {
             _ => Some(usize::from(u16::arbitrary(g) % 20_000)),
         };
         let fd = 1 + u32::from(bool::arbitrary(g));
-        match u8::arbitrary(g) % 24 {
+        match u8::arbitrary(g) % 25 {
             0 => SubprocessOp::Spawned,
             1 => SubprocessOp::Exit(if bool::arbitrary(g) {
                 ExitStatus::Exited(i32::from(u8::arbitrary(g) % 4))
@@ -283,7 +283,7 @@ mod model {
             2..=4 => SubprocessOp::Write(size(g)),
             5 => SubprocessOp::WriteEof,
             6 => SubprocessOp::ClosePipe(u32::from(u8::arbitrary(g) % 3)),
-            7 => SubprocessOp::Close,
+            7 => *g.choose(&[SubprocessOp::Close, SubprocessOp::Abort]).unwrap(),
             8 => *g.choose(&[SubprocessOp::Kill, SubprocessOp::Terminate]).unwrap(),
             9 => SubprocessOp::SendSignal(i32::from(u8::arbitrary(g) % 32)),
             10 => SubprocessOp::PauseReading(fd),
@@ -295,6 +295,7 @@ mod model {
             16 => SubprocessOp::StdinReadable,
             17..=19 => SubprocessOp::ChildWrite(fd, size(g)),
             20 => SubprocessOp::ChildEof(fd),
+            21 => SubprocessOp::SwapProtocol,
             _ => SubprocessOp::Readable(fd),
         }
     }
@@ -309,8 +310,9 @@ mod model {
             }
             for _ in 0..n {
                 let op = arbitrary_op(g);
-                // Close ends a run early; keep it rarer than the rest.
-                if op != SubprocessOp::Close || u8::arbitrary(g) % 4 == 0 {
+                // Close and abort end a run early; keep them rarer than the rest.
+                let ends = matches!(op, SubprocessOp::Close | SubprocessOp::Abort);
+                if !ends || u8::arbitrary(g) % 4 == 0 {
                     ops.push(op);
                 }
             }

@@ -37,6 +37,8 @@ pub const SUBPROCESS_OPS: &[OpSpec] = &[
     OpSpec { code: 0x05, name: "writable", since: 1 },
     OpSpec { code: 0x06, name: "stdin_broken", since: 1 },
     OpSpec { code: 0x07, name: "stdin_readable", since: 1 },
+    OpSpec { code: 0x08, name: "abort", since: 1 },
+    OpSpec { code: 0x09, name: "set_protocol", since: 1 },
     OpSpec { code: 0x40, name: "exit_code", since: 1 },
     OpSpec { code: 0x41, name: "exit_signal", since: 1 },
     OpSpec { code: 0x42, name: "send_signal", since: 1 },
@@ -51,6 +53,9 @@ pub const SUBPROCESS_OPS: &[OpSpec] = &[
     OpSpec { code: 0x83, name: "child_write_stderr", since: 1 },
     OpSpec { code: 0xC0, name: "set_write_buffer_limits", since: 1 },
 ];
+
+/// The pid the driver reports.
+const PID: u32 = 4242;
 
 /// Payload bytes one input may write and have the child write, in all.
 const BYTE_BUDGET: usize = 4 << 20;
@@ -216,6 +221,7 @@ struct Real {
     pipes: SubprocessPipes,
     now: Instant,
     log: Rc<RefCell<Vec<SubprocessEvent>>>,
+    next: Rc<RefCell<[u64; 3]>>,
     all: Vec<SubprocessEvent>,
     spawned: bool,
     /// Bytes `write` accepted (the next stdin byte's position).
@@ -234,7 +240,8 @@ impl Real {
         let now = super::base_instant();
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut reg = Registry::new(now);
-        let proto = Recorder { log: log.clone(), next: Rc::new(RefCell::new([0; 3])) };
+        let next = Rc::new(RefCell::new([0; 3]));
+        let proto = Recorder { log: log.clone(), next: next.clone() };
         let pipes = reg.insert_subprocess(Box::new(proto), piped, Extra::default());
         let io = ChildIo {
             pipes: [
@@ -245,7 +252,7 @@ impl Real {
             process: Some(pipes.process.handle()),
             ..ChildIo::default()
         };
-        Real { reg, io, pipes, now, log, all: Vec::new(), spawned: false, written: 0 }
+        Real { reg, io, pipes, now, log, next, all: Vec::new(), spawned: false, written: 0 }
     }
 
     fn user<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
@@ -262,7 +269,7 @@ impl Real {
         let mut out = Results::default();
         match *op {
             SubprocessOp::Spawned => {
-                if self.reg.handle_spawned(p, 4242, now, &mut self.io).is_ok() {
+                if self.reg.handle_spawned(p, PID, now, &mut self.io).is_ok() {
                     self.spawned = true;
                 }
             }
@@ -274,6 +281,15 @@ impl Real {
             SubprocessOp::Close => self.user(|ctx| {
                 let _ = ctx.close(p);
             }),
+            SubprocessOp::Abort => self.user(|ctx| {
+                let _ = ctx.abort(p);
+            }),
+            SubprocessOp::SwapProtocol => {
+                let proto = Box::new(Recorder { log: self.log.clone(), next: self.next.clone() });
+                self.user(|ctx| {
+                    let _ = ctx.set_subprocess_protocol(p, proto);
+                });
+            }
             SubprocessOp::Kill => out.signal = Some(self.user(|ctx| ctx.kill(p))),
             SubprocessOp::Terminate => out.signal = Some(self.user(|ctx| ctx.terminate(p))),
             SubprocessOp::SendSignal(sig) => {
@@ -467,7 +483,30 @@ fn check_state(real: &mut Real, model: &SubprocessModel) -> Result<(), String> {
     }
     let p = real.pipes.process;
     match real.reg.subprocess(p) {
-        Ok(t) if !want.gone => {
+        Ok(_) if !want.gone => {
+            let pipes = real.pipes;
+            let got = real.user(|ctx| {
+                (
+                    ctx.pid(p),
+                    ctx.returncode(p),
+                    ctx.is_closing(p),
+                    ctx.stdin(p),
+                    ctx.stdout(p),
+                    ctx.stderr(p),
+                )
+            });
+            let expect = (
+                Ok(real.spawned.then_some(PID)),
+                Ok(want.returncode),
+                Ok(want.is_closing),
+                Ok(pipes.stdin),
+                Ok(pipes.stdout),
+                Ok(pipes.stderr),
+            );
+            if got != expect {
+                return Err(format!("user-face queries {got:?}\n  expected {expect:?}"));
+            }
+            let t = real.reg.subprocess(p).map_err(|e| e.to_string())?;
             if t.returncode() != want.returncode {
                 return Err(format!(
                     "returncode {:?}, model {:?}",
@@ -552,6 +591,8 @@ fn decode(op: &Op<'_>) -> SubprocessOp {
         0x05 => SubprocessOp::Writable,
         0x06 => SubprocessOp::StdinBroken,
         0x07 => SubprocessOp::StdinReadable,
+        0x08 => SubprocessOp::Abort,
+        0x09 => SubprocessOp::SwapProtocol,
         0x40 => SubprocessOp::Exit(ExitStatus::Exited(i32::from(op.byte(0)))),
         0x41 => SubprocessOp::Exit(ExitStatus::Signaled(1 + i32::from(op.byte(0) % 31))),
         0x42 => SubprocessOp::SendSignal(i32::from(op.byte(0) % 32)),

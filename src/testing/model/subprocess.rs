@@ -39,6 +39,10 @@ pub enum SubprocessOp {
     ClosePipe(u32),
     /// `close()` on the process.
     Close,
+    /// `abort()` on the process: as `close()`, but stdin's buffer is dropped.
+    Abort,
+    /// `set_subprocess_protocol(..)` with a fresh recording protocol.
+    SwapProtocol,
     /// `kill()`.
     Kill,
     /// `terminate()`.
@@ -215,17 +219,28 @@ impl SubprocessModel {
             // `write_eof()` on a write pipe closes it (asyncio's `_UnixWritePipeTransport`).
             SubprocessOp::WriteEof if self.user_may(0) => self.close_pipe(0),
             SubprocessOp::ClosePipe(fd) if self.user_may(fd) => self.close_pipe(fd),
-            SubprocessOp::Close if !self.lost_delivered && !self.close_requested => {
+            SubprocessOp::Close | SubprocessOp::Abort
+                if !self.lost_delivered && !self.close_requested =>
+            {
                 self.close_requested = true;
                 for fd in 0..3 {
                     if self.pipes[fd as usize].piped && !self.pipes[fd as usize].gone {
                         self.close_pipe(fd);
                     }
                 }
+                if *op == SubprocessOp::Abort && self.pipes[0].piped && !self.pipes[0].gone {
+                    self.lose(0, None);
+                }
                 if !self.spawned {
                     self.kill_on_spawn = true;
                 } else if self.status.is_none() {
                     self.signals.push(signal::SIGKILL);
+                }
+            }
+            SubprocessOp::SwapProtocol if !self.lost_delivered => {
+                // A new protocol knows nothing: if stdin is paused, it is told first.
+                if self.pipes[0].piped && !self.pipes[0].gone {
+                    self.flow.reset_view();
                 }
             }
             SubprocessOp::Kill => out.signal = Some(self.signal(signal::SIGKILL)),
