@@ -237,11 +237,11 @@ impl SubprocessModel {
                     self.signals.push(signal::SIGKILL);
                 }
             }
-            SubprocessOp::SwapProtocol if !self.lost_delivered => {
-                // A new protocol knows nothing: if stdin is paused, it is told first.
-                if self.pipes[0].piped && !self.pipes[0].gone {
-                    self.flow.reset_view();
-                }
+            // A new protocol knows nothing: if stdin is paused, it is told first.
+            SubprocessOp::SwapProtocol
+                if !self.lost_delivered && self.pipes[0].piped && !self.pipes[0].gone =>
+            {
+                self.flow.reset_view();
             }
             SubprocessOp::Kill => out.signal = Some(self.signal(signal::SIGKILL)),
             SubprocessOp::Terminate => out.signal = Some(self.signal(signal::SIGTERM)),
