@@ -441,7 +441,8 @@ pub fn check_subprocess_against_model(
 
 /// How the channels relate (spec §14): `connection_made` first and once; nothing after
 /// `connection_lost`, which comes once, after `process_exited` and every
-/// `pipe_connection_lost`; one `pipe_connection_lost` per fd, nothing from that fd after it.
+/// `pipe_connection_lost`; nothing from an fd after its `pipe_connection_lost` (stdin's
+/// flow edges included).
 fn check_relations(all: &[SubprocessEvent]) -> Result<(), String> {
     if all.iter().skip(1).any(|e| *e == SubprocessEvent::Made) {
         return Err("connection_made twice".into());
@@ -460,11 +461,7 @@ fn check_relations(all: &[SubprocessEvent]) -> Result<(), String> {
     for fd in 0..3 {
         if let Some(i) =
             all.iter().position(|e| matches!(*e, SubprocessEvent::PipeLost(f, _) if f == fd))
-            && all[i + 1..].iter().any(|e| {
-                e.channel() == Some(fd)
-                    && !matches!(e, SubprocessEvent::Pause | SubprocessEvent::Resume)
-                    || matches!(e, SubprocessEvent::PipeLost(f, _) if *f == fd)
-            })
+            && all[i + 1..].iter().any(|e| e.channel() == Some(fd))
         {
             return Err(format!("fd {fd}: a callback after its pipe_connection_lost"));
         }
