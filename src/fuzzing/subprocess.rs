@@ -419,7 +419,7 @@ pub fn check_subprocess_against_model(
             }
         }
         real.all.extend(got);
-        if let Err(e) = check_relations(&real.all) {
+        if let Err(e) = check_relations(piped, &real.all) {
             return fail(format!("{e}: {:?}", real.all));
         }
         if let Some(e) = real.reg.poll_error() {
@@ -443,7 +443,7 @@ pub fn check_subprocess_against_model(
 /// `connection_lost`, which comes once, after `process_exited` and every
 /// `pipe_connection_lost`; nothing from an fd after its `pipe_connection_lost` (stdin's
 /// flow edges included).
-fn check_relations(all: &[SubprocessEvent]) -> Result<(), String> {
+fn check_relations(piped: [bool; 3], all: &[SubprocessEvent]) -> Result<(), String> {
     if all.iter().skip(1).any(|e| *e == SubprocessEvent::Made) {
         return Err("connection_made twice".into());
     }
@@ -456,6 +456,11 @@ fn check_relations(all: &[SubprocessEvent]) -> Result<(), String> {
         }
         if !all[..i].iter().any(|e| matches!(e, SubprocessEvent::Exited(_))) {
             return Err("connection_lost before process_exited".into());
+        }
+        for fd in (0..3u32).filter(|&fd| piped[fd as usize]) {
+            if !all[..i].iter().any(|e| matches!(*e, SubprocessEvent::PipeLost(f, _) if f == fd)) {
+                return Err(format!("connection_lost before pipe_connection_lost({fd})"));
+            }
         }
     }
     for fd in 0..3 {
