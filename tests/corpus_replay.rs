@@ -13,6 +13,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("buffered_stream_ops", aioport::fuzzing::buffered_stream_ops),
     ("registry_ops", aioport::fuzzing::registry_ops),
     ("datagram_ops", aioport::fuzzing::datagram_ops),
+    ("subprocess_ops", aioport::fuzzing::subprocess_ops),
     ("limits", aioport::fuzzing::limits),
     ("pair", aioport::fuzzing::pair),
 ];
@@ -67,7 +68,15 @@ mod corpus_tls {
 
 mod corpus {
     use super::*;
-    corpus!(stream_ops, buffered_stream_ops, registry_ops, datagram_ops, limits, pair);
+    corpus!(
+        stream_ops,
+        buffered_stream_ops,
+        registry_ops,
+        datagram_ops,
+        subprocess_ops,
+        limits,
+        pair
+    );
 }
 
 #[test]

@@ -241,3 +241,113 @@ fn random_interleavings_keep_the_subprocess_ordering_rules() {
         panic!("failed with AIOPORT_SEED={seed}:\n{f:?}");
     }
 }
+
+/// The subprocess transport against the reference model
+/// (`aioport::testing::model::SubprocessModel`), with the runner of the `subprocess_ops`
+/// fuzz target: callbacks per channel and how channels relate, write and signal results,
+/// the signals the driver was asked to send, the return code, state and bytes after every
+/// step. Needs the `fuzzing` feature (the runner lives there).
+#[cfg(feature = "fuzzing")]
+mod model {
+    use aioport::ExitStatus;
+    use aioport::fuzzing::check_subprocess_against_model;
+    use aioport::testing::model::SubprocessOp;
+    use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+    #[derive(Clone, Debug)]
+    struct ModelCase {
+        piped: [bool; 3],
+        ops: Vec<SubprocessOp>,
+    }
+
+    fn arbitrary_op(g: &mut Gen) -> SubprocessOp {
+        let size = |g: &mut Gen| match u8::arbitrary(g) % 4 {
+            0 => 0,
+            1 => usize::from(u8::arbitrary(g) % 16),
+            2 => usize::from(u16::arbitrary(g) % 2_000),
+            _ => usize::from(u16::arbitrary(g)),
+        };
+        let limit = |g: &mut Gen| match u8::arbitrary(g) % 4 {
+            0 => None,
+            1 => Some(usize::from(u8::arbitrary(g) % 64)),
+            _ => Some(usize::from(u16::arbitrary(g) % 20_000)),
+        };
+        let fd = 1 + u32::from(bool::arbitrary(g));
+        match u8::arbitrary(g) % 25 {
+            0 => SubprocessOp::Spawned,
+            1 => SubprocessOp::Exit(if bool::arbitrary(g) {
+                ExitStatus::Exited(i32::from(u8::arbitrary(g) % 4))
+            } else {
+                ExitStatus::Signaled(*g.choose(&[9, 15, 2]).unwrap())
+            }),
+            2..=4 => SubprocessOp::Write(size(g)),
+            5 => SubprocessOp::WriteEof,
+            6 => SubprocessOp::ClosePipe(u32::from(u8::arbitrary(g) % 3)),
+            7 => *g.choose(&[SubprocessOp::Close, SubprocessOp::Abort]).unwrap(),
+            8 => *g.choose(&[SubprocessOp::Kill, SubprocessOp::Terminate]).unwrap(),
+            9 => SubprocessOp::SendSignal(i32::from(u8::arbitrary(g) % 32)),
+            10 => SubprocessOp::PauseReading(fd),
+            11 => SubprocessOp::ResumeReading(fd),
+            12 => SubprocessOp::SetLimits(limit(g), limit(g)),
+            13 => SubprocessOp::Grant(size(g)),
+            14 => SubprocessOp::Writable,
+            15 => SubprocessOp::StdinBroken,
+            16 => SubprocessOp::StdinReadable,
+            17..=19 => SubprocessOp::ChildWrite(fd, size(g)),
+            20 => SubprocessOp::ChildEof(fd),
+            21 => SubprocessOp::SwapProtocol,
+            _ => SubprocessOp::Readable(fd),
+        }
+    }
+
+    impl Arbitrary for ModelCase {
+        fn arbitrary(g: &mut Gen) -> Self {
+            let n = usize::arbitrary(g) % 80;
+            // The spawn comes early in most runs: before it the user holds no handle.
+            let mut ops = Vec::with_capacity(n + 1);
+            if u8::arbitrary(g) % 4 != 0 {
+                ops.push(SubprocessOp::Spawned);
+            }
+            for _ in 0..n {
+                let op = arbitrary_op(g);
+                // Close and abort end a run early; keep them rarer than the rest.
+                let ends = matches!(op, SubprocessOp::Close | SubprocessOp::Abort);
+                if !ends || u8::arbitrary(g) % 4 == 0 {
+                    ops.push(op);
+                }
+            }
+            let piped = [bool::arbitrary(g), bool::arbitrary(g), bool::arbitrary(g)];
+            ModelCase { piped, ops }
+        }
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            // Halves first, then one operation fewer at each position.
+            let (piped, ops) = (self.piped, self.ops.clone());
+            let n = ops.len();
+            let halves = [ops[..n / 2].to_vec(), ops[n / 2..].to_vec()];
+            let singles = (0..n).map(move |i| [&ops[..i], &ops[i + 1..]].concat());
+            let smaller = halves.into_iter().filter(move |h| n > 1 && h.len() < n).chain(singles);
+            Box::new(smaller.map(move |ops| ModelCase { piped, ops }))
+        }
+    }
+
+    fn implementation_matches_model(case: ModelCase) -> TestResult {
+        match check_subprocess_against_model(case.piped, &case.ops) {
+            Ok(()) => TestResult::passed(),
+            Err(e) => TestResult::error(e),
+        }
+    }
+
+    #[test]
+    fn subprocess_transport_matches_the_reference_model() {
+        let seed =
+            std::env::var("AIOPORT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126);
+        let n = std::env::var("AIOPORT_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
+        let r = QuickCheck::new()
+            .rng(Gen::from_size_and_seed(100, seed))
+            .tests(n)
+            .quicktest(implementation_matches_model as fn(ModelCase) -> TestResult);
+        if let Err(f) = r {
+            panic!("failed with AIOPORT_SEED={seed}:\n{f:?}");
+        }
+    }
+}

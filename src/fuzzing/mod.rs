@@ -28,11 +28,9 @@
 //! | [`pair`] | two protocols streaming to each other over [`Sim`](crate::testing::Sim) links with decoded faults (partial sends and reads, refusals, latency, small buffers, stalls) and a decoded schedule (abort, close, reset, early `write_eof`, read pauses, limit changes) | the harness's invariant checker after every step; bytes delivered == bytes written (a prefix after a fault); one `connection_lost` each |
 //! | `tls_pair` (feature `tls`) | `pair` with a TLS client and server engine under the two sides (TLS 1.3 or 1.2 by the input; a fixed Ed25519 certificate checked in virtual time); the schedule acts on the app transports, resets and stalls on the raw ones | the harness's checker after every step; without a fault both handshakes complete and every byte arrives; with one, a prefix; one `connection_lost` per app transport that was made; no transport left |
 //! | [`datagram_ops`] | one datagram endpoint (connected or not) over a socket that accepts a granted number of datagrams, fails a send on demand, and holds the peer's datagrams, receive errors and oversized datagrams; completion-style delivery and `EPOLLERR` | the datagram reference model ([`DatagramModel`](crate::testing::model::DatagramModel)): callbacks, `sendto` results, state, user-face queries and the datagrams the socket took (whole, in order, to the right address) after every step; quiescence; every accepted datagram transmitted, reported, dropped by `abort` or queued — exactly once |
+//! | [`subprocess_ops`] | one child whose stdin, stdout and stderr are piped as the header says, over a scripted child: stdin accepts a granted budget, then `WouldBlock`, or `BrokenPipe` once the child closed its end; stdout and stderr hold what the child wrote and its EOF; the spawn and the exit (a code or a signal, before or after the pipes' EOF) reported when told | the subprocess reference model ([`SubprocessModel`](crate::testing::model::SubprocessModel)): callbacks per channel (process, each fd) and how the channels relate, write and signal results, the signals that reached the driver (never one after the exit was reported), the return code, pid and pipe getters, state, interest, `Io::close` per pipe, every byte checked where it arrives |
 //!
-//! `subprocess_ops` comes with the subprocess transport: its own opcode table
-//! (`SUBPROCESS_OPS`) decoded by the shared [`Input`], a target function, a one-line
-//! `fuzz/fuzz_targets/` file and a line in `tests/corpus_replay.rs`. Datagram endpoints
-//! (and later subprocesses) are not yet kinds of `registry_ops`' world: adding them means
+//! Datagram endpoints and subprocesses are not yet kinds of `registry_ops`' world: adding them means
 //! growing its `Kind` (`registry/world.rs`) and new opcodes (`since: 2`, with
 //! [`FORMAT_VERSION`] bumped to 2) for their calls — so today's corpus keeps its meaning.
 //!
@@ -113,6 +111,39 @@
 //! | `0x84` | received | size | `Registry::handle_datagram` (completion-based delivery) |
 //! | `0x85` | hard_limit | size | `Ctx::set_write_buffer_hard_limit(Some(size))` |
 //! | `0xC0` | set_write_buffer_limits | limit, limit | `Ctx::set_write_buffer_limits(high, low)` |
+//!
+//! ## `subprocess_ops` ([`SUBPROCESS_OPS`])
+//!
+//! After the version byte, one header byte: bits 0, 1 and 2 pipe stdin, stdout and
+//! stderr. The child starts unspawned; before `spawned` the user holds the process
+//! handle only (close, abort, signals and a protocol swap reach it; pipe calls are not
+//! made). Then:
+//!
+//! | code | name | operand | operation |
+//! |---|---|---|---|
+//! | `0x00` | spawned | | `Registry::handle_spawned` (again: `DriverError`, no effect) |
+//! | `0x01` | write_eof | | `Ctx::write_eof` on stdin (closes it) |
+//! | `0x02` | close | | `Ctx::close` on the process |
+//! | `0x03` | kill | | `Ctx::kill` |
+//! | `0x04` | terminate | | `Ctx::terminate` |
+//! | `0x05` | writable | | `Registry::on_writable` on stdin (with or without write interest) |
+//! | `0x06` | stdin_broken | | the child closes its end of stdin: sends fail with `BrokenPipe` |
+//! | `0x07` | stdin_readable | | `Registry::on_readable` on stdin, once the child closed its end |
+//! | `0x08` | abort | | `Ctx::abort` on the process |
+//! | `0x09` | set_protocol | | `Ctx::set_subprocess_protocol`, a fresh recorder |
+//! | `0x40` | exit_code | n | `Registry::handle_exited(Exited(n))` |
+//! | `0x41` | exit_signal | n | `Registry::handle_exited(Signaled(1 + n % 31))` |
+//! | `0x42` | send_signal | n | `Ctx::send_signal(n % 32)` |
+//! | `0x43` | close_pipe | n | `Ctx::close` on the pipe for fd `n % 3` |
+//! | `0x44` | pause_reading | n | `Ctx::pause_reading` on fd `1 + n % 2` |
+//! | `0x45` | resume_reading | n | `Ctx::resume_reading` on fd `1 + n % 2` |
+//! | `0x46` | child_eof | n | the child closes fd `1 + n % 2` |
+//! | `0x47` | readable | n | `Registry::on_readable` on fd `1 + n % 2` (one `Io::try_recv`; before the spawn too) |
+//! | `0x80` | write | size | `Ctx::write_slice` on stdin |
+//! | `0x81` | grant | size | stdin accepts that many more bytes |
+//! | `0x82` | child_write_stdout | size | the child writes to stdout |
+//! | `0x83` | child_write_stderr | size | the child writes to stderr |
+//! | `0xC0` | set_write_buffer_limits | limit, limit | `Ctx::set_write_buffer_limits` on stdin |
 //!
 //! ## `registry_ops` ([`REGISTRY_OPS`])
 //!
@@ -246,8 +277,10 @@
 //! | `Io::shutdown_write`, `Io::close` | every target (counted: at most once / exactly once) |
 //! | `Ctx::sendto`, `set_datagram_protocol`, `datagram`; the flow and reading calls on a `DatagramHandle`; `Registry::insert_datagram`, `handle_datagram`, `datagram`, and `on_readable` / `on_writable` / `handle_error` on an endpoint | `datagram_ops` |
 //! | `Io::try_send_to`: sent, `WouldBlock`, `ConnectionRefused`; `Io::try_recv_from`: a datagram, `WouldBlock`, `ConnectionRefused`, truncated | `datagram_ops` |
+//! | `Ctx::kill`, `terminate`, `send_signal`, `pid`, `returncode`, `stdin`, `stdout`, `stderr`, `subprocess`, `set_subprocess_protocol`; `close`, `abort`, `is_closing` on a `SubprocessHandle`; the stream calls on its pipes; `Registry::insert_subprocess`, `handle_spawned`, `handle_exited`, `subprocess`, and `on_readable` / `on_writable` on its pipes (held before the spawn, stdin's read end closing) | `subprocess_ops` |
+//! | `Io::send_signal`; `Io::try_send` on stdin: some, none, `BrokenPipe`; `Io::try_recv` on stdout / stderr: data, `WouldBlock`, EOF | `subprocess_ops` |
 //!
-//! Not reached: the standalone pipe wrappers `ReadPipeTransport` / `WritePipeTransport`
+//! Not reached: `Registry::handle_spawn_failed` (tested in `src/subprocess/tests.rs`), the standalone pipe wrappers `ReadPipeTransport` / `WritePipeTransport`
 //! (the registry drives pipes as `StreamTransport`s of those kinds), and `Io` answering
 //! `Interrupted` (treated as `WouldBlock`).
 //!
@@ -335,6 +368,7 @@ mod limits;
 mod pair;
 mod registry;
 mod stream;
+mod subprocess;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "tls")]
@@ -351,6 +385,9 @@ pub use registry::{REGISTRY_OPS, describe_registry, registry_ops};
 pub use stream::{
     STREAM_OPS, StreamStep, Via, buffered_stream_ops, check_against_model, describe_stream,
     stream_ops,
+};
+pub use subprocess::{
+    SUBPROCESS_OPS, check_subprocess_against_model, describe_subprocess, subprocess_ops,
 };
 #[cfg(feature = "tls")]
 pub use tls_pair::tls_pair;

@@ -1,4 +1,5 @@
-//! Reference models: [`StreamModel`] here, [`DatagramModel`] for datagram endpoints.
+//! Reference models: [`StreamModel`] here, [`DatagramModel`] for datagram endpoints,
+//! [`SubprocessModel`] for subprocess transports.
 //!
 //! A reference model of one stream transport's documented semantics (asyncio's, with
 //! DESIGN.md §5's decisions), small and obviously correct, and sharing no code with the
@@ -12,9 +13,13 @@
 //! produced, in order.
 
 mod datagram;
+mod subprocess;
 
 pub use self::datagram::{
     AddrArg, DatagramEvent, DatagramModel, DatagramOp, DatagramOutcome, DatagramState, Sent,
+};
+pub use self::subprocess::{
+    SubprocessEvent, SubprocessModel, SubprocessOp, SubprocessOutcome, SubprocessState,
 };
 use super::Event;
 use crate::{ConnectionError, HandleError, WriteError};
