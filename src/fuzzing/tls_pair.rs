@@ -24,7 +24,7 @@ use super::decode::{Input, millis};
 use super::pair::{PAIR_OPS, Peer, check_delivery, run_checked, sim_config, steps, transfer};
 use crate::StreamHandle;
 use crate::testing::{Event, Sim};
-use crate::tls::{TlsClient, TlsServer, TlsSession, VirtualTime};
+use crate::tls::{TlsClient, TlsOptions, TlsServer, TlsSession, VirtualTime};
 
 /// The DER of the fixed test certificate (`CN=localhost`, Ed25519, self-signed).
 const CERT: &[u8] = &[
@@ -89,8 +89,13 @@ fn configs() -> &'static [(TlsClient, TlsServer); 2] {
                 .with_no_client_auth()
                 .with_single_cert(vec![cert], key)
                 .expect("the fixed key matches the certificate");
+            // Links with a minute of latency legitimately take minutes to handshake: the
+            // timeouts fire only for what is stuck (the final hour-long jump).
+            let options = TlsOptions::default()
+                .with_handshake_timeout(Some(Duration::from_secs(1800)))
+                .with_shutdown_timeout(Some(Duration::from_secs(1800)));
             let client = TlsClient::new(Arc::new(client), "localhost").expect("a DNS name");
-            (client, TlsServer::new(Arc::new(server)))
+            (client.with_options(options), TlsServer::new(Arc::new(server)).with_options(options))
         };
         [build(&rustls::version::TLS13), build(&rustls::version::TLS12)]
     })
