@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_smol::{Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport_smol::{Error, ErrorReport, Loop, Server, ServerId, ServerOptions};
 use async_io::block_on;
 
 use crate::driver::{Driver, Factory, Listening};
@@ -21,6 +21,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 pub struct Smol {
     lp: Loop,
     servers: HashMap<usize, Server>,
+    /// Every listener's server, closed or not.
+    ids: HashMap<usize, ServerId>,
     reports: Rc<RefCell<Vec<ErrorReport>>>,
     /// Unix socket paths this loop listens on, removed on drop.
     paths: Vec<PathBuf>,
@@ -34,7 +36,7 @@ impl Driver for Smol {
         let reports = Rc::new(RefCell::new(Vec::new()));
         let sink = reports.clone();
         lp.set_error_handler(move |r| sink.borrow_mut().push(r));
-        Smol { lp, servers: HashMap::new(), reports, paths: Vec::new() }
+        Smol { lp, servers: HashMap::new(), ids: HashMap::new(), reports, paths: Vec::new() }
     }
 
     fn listen(&mut self, mut factory: Factory) -> Listening {
@@ -43,6 +45,7 @@ impl Driver for Smol {
             .expect("listen on 127.0.0.1");
         let id = server.id().get() as usize;
         let endpoint = Endpoint::Addr(server.addr());
+        self.ids.insert(id, server.id());
         self.servers.insert(id, server);
         Listening { id, endpoint }
     }
@@ -57,6 +60,7 @@ impl Driver for Smol {
             .expect("listen on a Unix socket in the temp dir");
         self.paths.push(path.clone());
         let id = server.id().get() as usize;
+        self.ids.insert(id, server.id());
         self.servers.insert(id, server);
         Some(Listening { id, endpoint: Endpoint::Unix(path) })
     }
@@ -65,6 +69,17 @@ impl Driver for Smol {
         let server = self.servers.remove(&id).expect("a listener of this loop");
         assert!(server.close(&mut self.lp), "closed once");
         true
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        Some(self.lp.close_clients(self.ids[&id]))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match block_on(self.lp.wait_closed(self.ids[&id], LIMIT)) {
+            Ok(()) => true,
+            Err(e) => panic!("smol: wait_closed: {e}"),
+        }
     }
 
     fn connect(

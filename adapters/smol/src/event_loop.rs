@@ -337,10 +337,20 @@ impl Loop {
     /// [`Error::TimedOut`] when `done()` is still false after `timeout`.
     pub async fn run_until_timeout(
         &mut self,
-        done: impl FnMut() -> bool,
+        mut done: impl FnMut() -> bool,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let mut run = pin!(self.run_until(done));
+        self.run_bounded(true, move |_| done(), timeout).await
+    }
+
+    /// Turns until `done(self)` (or a stop when `stoppable`), at most `timeout`.
+    pub(crate) async fn run_bounded(
+        &mut self,
+        stoppable: bool,
+        done: impl FnMut(&Loop) -> bool,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut run = pin!(self.run(stoppable, done));
         let mut limit = Timer::after(timeout);
         poll_fn(|cx| {
             if run.as_mut().poll(cx).is_ready() {
@@ -374,7 +384,7 @@ impl Loop {
 
     /// The loop future: turns until `done`, or a stop when `stoppable`; it yields by
     /// itself every [`TURNS_PER_POLL`] turns.
-    async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
+    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
         poll_fn(|cx| self.poll_turns(cx, stoppable, &mut done)).await;
     }
 

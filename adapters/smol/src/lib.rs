@@ -95,6 +95,8 @@
 //!   ([`ServerOptions::reuse_port`]).
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
 //!   `close_server`, `stop`, through a bounded queue).
+//! * A server's life after `close` is asyncio 3.13's: [`Loop::close_clients`],
+//!   [`Loop::abort_clients`], [`Loop::wait_closed`].
 //!
 //! This crate has no `unsafe` code: what async-io lacks (`SO_REUSEPORT`, the backlog,
 //! `SO_LINGER`, `shutdown(SHUT_WR)`) comes from rustix's safe API.
@@ -104,6 +106,7 @@
 mod driver;
 mod error;
 mod event_loop;
+mod lifecycle;
 mod remote;
 mod server;
 mod sockets;
