@@ -544,8 +544,9 @@ mod smol_servers {
                     let factory = move || -> Box<dyn Protocol> {
                         Box::new(EchoServer { stats: stats.clone() })
                     };
-                    let options =
-                        aioport_smol::ServerOptions::default().backlog(4096).reuse_port(threads > 1);
+                    let options = aioport_smol::ServerOptions::default()
+                        .backlog(4096)
+                        .reuse_port(threads > 1);
                     match lp.create_server(addr, factory, options).await {
                         Ok(server) => {
                             let _ = tx.send(Ok((server.addr(), lp.handle())));
@@ -555,7 +556,8 @@ mod smol_servers {
                     }
                 })
             };
-            let thread = std::thread::Builder::new().name("aioport-smol loop".into()).spawn(serve)?;
+            let thread =
+                std::thread::Builder::new().name("aioport-smol loop".into()).spawn(serve)?;
             let (bound, handle) = rx.recv()??;
             addr = bound;
             servers.push((handle, thread));

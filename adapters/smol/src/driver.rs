@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use aioport::{
     ConnectionError, DriverError, Endpoint, Extra, Handle, LoopError, Request, StreamHandle,
 };
-use rustix::io::Errno;
 use async_io::Async;
+use rustix::io::Errno;
 
 use crate::event_loop::Loop;
 use crate::remote::Command;
@@ -334,23 +334,22 @@ impl Loop {
             // Requests a later core adds (processes, …) are answered by later versions.
             return;
         };
-        let future: Pin<Box<dyn Future<Output = io::Result<Sock>>>> =
-            match endpoint {
-                Endpoint::Addr(addr) => {
-                    Box::pin(async move { Async::<TcpStream>::connect(addr).await.map(Sock::Tcp) })
-                }
-                Endpoint::Host { host, port } => Box::pin(connect_host(host, port)),
-                Endpoint::Unix(path) => Box::pin(async move {
-                    Async::<UnixStream>::connect(path).await.map(Sock::Unix)
-                }),
-                other => {
-                    let e = io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        format!("aioport-smol cannot connect to {other:?}"),
-                    );
-                    return self.connect_failed(handle, e.into(), now);
-                }
-            };
+        let future: Pin<Box<dyn Future<Output = io::Result<Sock>>>> = match endpoint {
+            Endpoint::Addr(addr) => {
+                Box::pin(async move { Async::<TcpStream>::connect(addr).await.map(Sock::Tcp) })
+            }
+            Endpoint::Host { host, port } => Box::pin(connect_host(host, port)),
+            Endpoint::Unix(path) => {
+                Box::pin(async move { Async::<UnixStream>::connect(path).await.map(Sock::Unix) })
+            }
+            other => {
+                let e = io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("aioport-smol cannot connect to {other:?}"),
+                );
+                return self.connect_failed(handle, e.into(), now);
+            }
+        };
         let h = handle.handle();
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
         self.connecting.insert(h, Connecting { future, wake, waker });

@@ -127,24 +127,26 @@ fn loop_threads_share_a_port() {
     for _ in 0..2 {
         let (tx, rx) = std::sync::mpsc::channel();
         let served = served.clone();
-        let t = std::thread::spawn(move || block_on(async move {
-            let mut lp = Loop::new();
-            struct Counted(Arc<AtomicUsize>);
-            impl Protocol for Counted {
-                fn connection_made(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
-                    self.0.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
+        let t = std::thread::spawn(move || {
+            block_on(async move {
+                let mut lp = Loop::new();
+                struct Counted(Arc<AtomicUsize>);
+                impl Protocol for Counted {
+                    fn connection_made(&mut self, _: &mut Ctx<'_>) -> CallbackResult {
+                        self.0.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+                        Ok(ctx.write_slice(ctx.stream(), data)?)
+                    }
                 }
-                fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
-                    Ok(ctx.write_slice(ctx.stream(), data)?)
-                }
-            }
-            let factory = move || -> Box<dyn Protocol> { Box::new(Counted(served.clone())) };
-            let opts = ServerOptions::default().reuse_port(true);
-            let server = lp.create_server(addr, factory, opts).await.expect("listen");
-            tx.send((server.addr(), lp.handle())).expect("report the address");
-            lp.run_forever().await;
-        }));
+                let factory = move || -> Box<dyn Protocol> { Box::new(Counted(served.clone())) };
+                let opts = ServerOptions::default().reuse_port(true);
+                let server = lp.create_server(addr, factory, opts).await.expect("listen");
+                tx.send((server.addr(), lp.handle())).expect("report the address");
+                lp.run_forever().await;
+            })
+        });
         let (bound, handle) = rx.recv_timeout(LIMIT).expect("the loop listens");
         addr = bound;
         loops.push((handle, t));
@@ -303,8 +305,10 @@ fn resume_reading_gets_data_that_arrived_while_paused() {
         let factory = move || -> Box<dyn Protocol> {
             Box::new(Pausing { got: sink.clone(), handle: slot.clone() })
         };
-        let server =
-            lp.create_server("127.0.0.1:0", factory, ServerOptions::default()).await.expect("listen");
+        let server = lp
+            .create_server("127.0.0.1:0", factory, ServerOptions::default())
+            .await
+            .expect("listen");
         let mut peer = TcpStream::connect(server.addr()).expect("connect");
         peer.write_all(b"first").expect("send");
         lp.run_until_timeout(|| got.borrow().len() == 5, LIMIT).await.expect("first chunk");
