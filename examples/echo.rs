@@ -415,11 +415,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// The clients' reports and how long they took.
+type ClientsRun = (Vec<ClientReport>, Duration);
+
 /// The servers on another driver than the poll loop: see [`tokio_servers::run`].
 fn run_elsewhere(
     args: &Args,
     stats: &Arc<ServerStats>,
-) -> Result<Option<(Vec<ClientReport>, Duration)>, Box<dyn Error>> {
+) -> Result<Option<ClientsRun>, Box<dyn Error>> {
     match args.driver {
         DriverKind::Smol => smol_servers::run(args, stats),
         _ => tokio_servers::run(args, stats),
@@ -570,7 +573,7 @@ mod smol_servers {
     pub(super) fn run(
         args: &Args,
         stats: &Arc<ServerStats>,
-    ) -> Result<Option<(Vec<ClientReport>, Duration)>, Box<dyn Error>> {
+    ) -> Result<Option<ClientsRun>, Box<dyn Error>> {
         if let Some(port) = args.port {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             eprintln!("echo: {} aioport-smol loop(s) serving {addr} until killed", args.threads);
