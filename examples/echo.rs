@@ -8,12 +8,14 @@
 //! cargo run --release --example echo -- --clients 8 --mib 16
 //! cargo run --release --example echo -- --port 25000      # only serve 127.0.0.1:25000 until SIGINT/SIGTERM (exit 0)
 //! cargo run --release --example echo -- --driver tokio    # the same server protocol on aioport-tokio
+//! cargo run --release --example echo -- --driver smol     # … and on aioport-smol
 //! ```
 //!
-//! `--driver poll|tokio|tokio-mt` picks the server loops' driver: the built-in poll loop
-//! (default), `aioport-tokio` on a current-thread runtime per loop thread, or
+//! `--driver poll|tokio|tokio-mt|smol` picks the server loops' driver: the built-in poll
+//! loop (default), `aioport-tokio` on a current-thread runtime per loop thread,
 //! `aioport-tokio` on one multi-thread runtime (each loop in a `LocalSet` on its own
-//! thread). Only the bootstrap differs; the clients run on the poll loop.
+//! thread), or `aioport-smol` (`block_on` per loop thread). Only the bootstrap differs;
+//! the clients run on the poll loop.
 //!
 //! The server's protocol stops reading while its write buffer is above the high-water mark
 //! (`pause_reading()` in `pause_writing()`, `resume_reading()` in `resume_writing()`), so a
@@ -261,6 +263,7 @@ enum DriverKind {
     Poll,
     Tokio,
     TokioMt,
+    Smol,
 }
 
 struct Args {
@@ -299,13 +302,14 @@ fn parse_args() -> Result<Args, String> {
                     Some("poll") => DriverKind::Poll,
                     Some("tokio") => DriverKind::Tokio,
                     Some("tokio-mt") => DriverKind::TokioMt,
-                    _ => return Err("--driver needs poll, tokio or tokio-mt".into()),
+                    Some("smol") => DriverKind::Smol,
+                    _ => return Err("--driver needs poll, tokio, tokio-mt or smol".into()),
                 }
             }
             _ => {
                 return Err(format!(
                     "unknown argument {a:?}\nusage: echo [--threads N] [--clients N] [--mib N] \
-                     [--same-loop] [--port PORT] [--driver poll|tokio|tokio-mt]"
+                     [--same-loop] [--port PORT] [--driver poll|tokio|tokio-mt|smol]"
                 ));
             }
         }
@@ -317,7 +321,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let stats = Arc::new(ServerStats::default());
     if args.driver != DriverKind::Poll && args.port.is_some() {
-        return tokio_servers::run(&args, &stats).map(drop);
+        return run_elsewhere(&args, &stats).map(drop);
     }
 
     if let Some(port) = args.port {
@@ -351,7 +355,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut lp = Loop::new()?;
     let (reports, elapsed) = if args.driver != DriverKind::Poll {
-        tokio_servers::run(&args, &stats)?.ok_or("no clients ran")?
+        run_elsewhere(&args, &stats)?.ok_or("no clients ran")?
     } else if args.same_loop {
         let addr = serve(&mut lp, any, false, &stats)?;
         println!("echo server on {addr}; {} clients on the same loop", args.clients);
@@ -409,6 +413,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     println!("ok: every byte came back in order");
     Ok(())
+}
+
+/// The clients' reports and how long they took.
+type ClientsRun = (Vec<ClientReport>, Duration);
+
+/// The servers on another driver than the poll loop: see [`tokio_servers::run`].
+fn run_elsewhere(
+    args: &Args,
+    stats: &Arc<ServerStats>,
+) -> Result<Option<ClientsRun>, Box<dyn Error>> {
+    match args.driver {
+        DriverKind::Smol => smol_servers::run(args, stats),
+        _ => tokio_servers::run(args, stats),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,6 +513,91 @@ mod tokio_servers {
             t.stop();
         }
         for t in servers {
+            t.join().map_err(|_| "server thread panicked")?;
+        }
+        Ok(Some(result?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The same servers on aioport-smol (only the bootstrap differs)
+// ---------------------------------------------------------------------------------------
+
+mod smol_servers {
+    use super::*;
+    use aioport_smol::LoopHandle;
+
+    type Servers = Vec<(LoopHandle, std::thread::JoinHandle<()>)>;
+
+    /// Starts `threads` server loops on `addr` (the first picks the port if it is 0), each
+    /// on its own thread under `block_on` (smol's reactor is shared).
+    fn spawn(
+        threads: usize,
+        addr: SocketAddr,
+        stats: &Arc<ServerStats>,
+    ) -> Result<(SocketAddr, Servers), Box<dyn Error>> {
+        let mut addr = addr;
+        let mut servers = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stats = stats.clone();
+            let serve = move || {
+                async_io::block_on(async move {
+                    let mut lp = aioport_smol::Loop::new();
+                    let factory = move || -> Box<dyn Protocol> {
+                        Box::new(EchoServer { stats: stats.clone() })
+                    };
+                    let options = aioport_smol::ServerOptions::default()
+                        .backlog(4096)
+                        .reuse_port(threads > 1);
+                    match lp.create_server(addr, factory, options).await {
+                        Ok(server) => {
+                            let _ = tx.send(Ok((server.addr(), lp.handle())));
+                            lp.run_forever().await;
+                        }
+                        Err(e) => drop(tx.send(Err(e.to_string()))),
+                    }
+                })
+            };
+            let thread =
+                std::thread::Builder::new().name("aioport-smol loop".into()).spawn(serve)?;
+            let (bound, handle) = rx.recv()??;
+            addr = bound;
+            servers.push((handle, thread));
+        }
+        Ok((addr, servers))
+    }
+
+    /// With `--port`: serves until killed (`None`); otherwise runs the clients on a poll
+    /// loop against the smol servers and returns their reports.
+    pub(super) fn run(
+        args: &Args,
+        stats: &Arc<ServerStats>,
+    ) -> Result<Option<ClientsRun>, Box<dyn Error>> {
+        if let Some(port) = args.port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            eprintln!("echo: {} aioport-smol loop(s) serving {addr} until killed", args.threads);
+            let (_, servers) = spawn(args.threads, addr, stats)?;
+            for (_, t) in servers {
+                t.join().map_err(|_| "server thread panicked")?;
+            }
+            return Ok(None);
+        }
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (addr, servers) = spawn(args.threads, any, stats)?;
+        println!(
+            "echo server on {addr} ({} aioport-smol loop thread{}); {} clients on the main \
+             thread's poll loop",
+            args.threads,
+            if args.threads == 1 { "" } else { "s" },
+            args.clients
+        );
+        let mut lp = Loop::new()?;
+        let result = run_clients(&mut lp, addr, args.clients, args.mib << 20);
+        for (handle, _) in &servers {
+            handle.stop();
+        }
+        for (_, t) in servers {
             t.join().map_err(|_| "server thread panicked")?;
         }
         Ok(Some(result?))

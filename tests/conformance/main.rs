@@ -14,7 +14,8 @@
 //!   harness), with their own `subprocess_conformance!` list.
 //! * `poll.rs`: the built-in poll loop (`aioport-poll`) on 127.0.0.1; `sim.rs`: the
 //!   in-memory harness (`aioport::testing::Sim`, feature `testing`), in virtual time;
-//!   `tokio.rs`: the tokio driver (`aioport-tokio`), current-thread and multi-thread.
+//!   `tokio.rs`: the tokio driver (`aioport-tokio`), current-thread and multi-thread;
+//!   `smol.rs`: the smol driver (`aioport-smol`).
 //! * `tls.rs` (feature `tls`): `Tls<D>`, any driver with TLS under every stream
 //!   connection; the stream scenarios run on it unchanged.
 //!
@@ -32,6 +33,7 @@ mod relay;
 mod scenarios;
 #[cfg(feature = "testing")]
 mod sim;
+mod smol;
 #[cfg(feature = "tls")]
 mod tls;
 mod tokio;
@@ -132,6 +134,7 @@ conformance!(on_poll, crate::poll::Poll);
 conformance!(on_sim, crate::sim::Sim);
 conformance!(on_tokio_ct, crate::tokio::TokioCt);
 conformance!(on_tokio_mt, crate::tokio::TokioMt);
+conformance!(on_smol, crate::smol::Smol);
 #[cfg(feature = "tls")]
 conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
 #[cfg(all(feature = "tls", feature = "testing"))]

@@ -1,0 +1,93 @@
+//! The loop's errors: [`Error`] for calls that fail, [`ErrorReport`] for the error hook.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use aioport::{ConnectionError, DriverError, Endpoint, Handle, LoopError};
+
+use crate::ServerId;
+
+/// A loop call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// [`Loop::create_connection`](crate::Loop::create_connection) could not connect; the
+    /// protocol was dropped without a callback.
+    #[error("cannot connect to {endpoint:?}: {error}")]
+    Connect {
+        /// Where to.
+        endpoint: Endpoint,
+        /// Why (refused, unreachable, name not resolved, …).
+        error: ConnectionError,
+    },
+    /// A listening socket could not be set up.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why (address in use, permission denied, …).
+        error: io::Error,
+    },
+    /// A Unix listening socket could not be set up.
+    #[error("cannot listen on {path:?}: {error}")]
+    BindUnix {
+        /// The path.
+        path: PathBuf,
+        /// Why (the path exists, permission denied, …).
+        error: io::Error,
+    },
+    /// The address given to `create_server` resolved to nothing.
+    #[error("no address to listen on")]
+    NoAddress,
+    /// [`Loop::run_until_timeout`](crate::Loop::run_until_timeout) ran out of time before
+    /// its condition held.
+    #[error("timed out before the condition held")]
+    TimedOut,
+    /// Resolving the address to listen on failed.
+    #[error("cannot resolve the address: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the loop hands its error hook ([`Loop::set_error_handler`](crate::Loop::set_error_handler)):
+/// asyncio's exception handler context. None of these stops the loop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ErrorReport {
+    /// A protocol callback failed without ending its connection, or panicked (its
+    /// transport was aborted; other transports are unaffected). From
+    /// [`Registry::poll_error`](aioport::Registry::poll_error).
+    Callback(LoopError),
+    /// `accept()` failed on a server's listening socket. When the process ran out of file
+    /// descriptors or memory, that listener pauses for one second, as asyncio's does.
+    Accept {
+        /// The server.
+        server: ServerId,
+        /// The error.
+        error: io::Error,
+    },
+    /// The core refused a driver call: a bug in this loop, reported rather than panicking.
+    Driver {
+        /// The transport.
+        handle: Handle,
+        /// The error.
+        error: DriverError,
+    },
+    /// The registry dropped errors because the queue was full before the hook ran.
+    Dropped(u64),
+}
+
+impl std::fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrorReport::Callback(e) => write!(f, "{e}"),
+            ErrorReport::Accept { server, error } => {
+                write!(f, "accept() failed on server {}: {error}", server.0)
+            }
+            ErrorReport::Driver { handle, error } => {
+                write!(f, "driver error for {handle:?}: {error}")
+            }
+            ErrorReport::Dropped(n) => write!(f, "{n} loop errors were dropped"),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The loop's socket table and its [`Io`] implementation.
+//!
+//! Each connection is an async-io `Async<T>`: the socket is registered with smol's reactor
+//! (oneshot interest), and the loop asks for readiness with `poll_readable` /
+//! `poll_writable` only when the transport wants that direction and the last call found
+//! nothing. Reads and writes are plain non-blocking syscalls on the inner socket
+//! (`read`, `send` for one buffer, `writev` for several), straight into the core's buffer
+//! and from the caller's bytes; `WouldBlock` is the core's `WouldBlock`, and the loop then
+//! arms the connection's waker (async-io re-arms the oneshot interest with `epoll_ctl`,
+//! which reports data that is already there, so a short read needs no confirming
+//! `EAGAIN` call).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use aioport::{Handle, Io};
+use async_io::Async;
+
+use crate::ServerId;
+use crate::wake::{Key, KeyWaker, Shared};
+
+/// A connected stream socket.
+#[derive(Debug)]
+pub(crate) enum Sock {
+    Tcp(Async<TcpStream>),
+    Unix(Async<UnixStream>),
+}
+
+impl Sock {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.get_ref().as_fd(),
+            Sock::Unix(s) => s.get_ref().as_fd(),
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.get_ref().read(buf),
+            Sock::Unix(s) => s.get_ref().read(buf),
+        }
+    }
+
+    /// One `send` for one buffer (the echo fast path), one `writev` for several.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match (self, bufs) {
+            (Sock::Tcp(s), [one]) => s.get_ref().write(one),
+            (Sock::Tcp(s), _) => s.get_ref().write_vectored(bufs),
+            (Sock::Unix(s), [one]) => s.get_ref().write(one),
+            (Sock::Unix(s), _) => s.get_ref().write_vectored(bufs),
+        }
+    }
+
+    /// Ready when the reactor saw the socket readable since the waker was stored;
+    /// otherwise stores `cx`'s waker (and re-arms the reactor's interest if none was).
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_readable(cx),
+            Sock::Unix(s) => s.poll_readable(cx),
+        }
+    }
+
+    /// As [`poll_readable`](Self::poll_readable), for writing.
+    pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_writable(cx),
+            Sock::Unix(s) => s.poll_writable(cx),
+        }
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Tcp(s) => s.get_ref().peer_addr().ok(),
+            Sock::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Tcp(s) => s.get_ref().local_addr().ok(),
+            Sock::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn set_nodelay(&self) {
+        if let Sock::Tcp(s) = self {
+            // Only latency is at stake if this fails.
+            let _ = s.get_ref().set_nodelay(true);
+        }
+    }
+}
+
+/// One socket of the table.
+pub(crate) struct Conn {
+    /// The transport this socket belongs to (the slot's current generation).
+    pub(crate) handle: Handle,
+    pub(crate) sock: Sock,
+    /// The connection's wake-up state (its "queued" flag) and the waker async-io stores.
+    pub(crate) wake: Arc<KeyWaker>,
+    pub(crate) waker: Waker,
+    /// In the loop's local ready list.
+    pub(crate) queued: bool,
+    /// The server that accepted it.
+    pub(crate) server: Option<ServerId>,
+}
+
+/// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
+pub(crate) struct Sockets {
+    slots: Vec<Option<Conn>>,
+    shared: Arc<Shared>,
+    /// `try_recv` calls so far: the loop stops calling `on_readable` when one made none.
+    pub(crate) recv_calls: u64,
+    /// The last `try_recv` filled its buffer: more may be waiting.
+    pub(crate) recv_more: bool,
+    pub(crate) nodelay: bool,
+    /// Open connections per server (by [`ServerId`]), for `wait_closed`.
+    clients: Vec<usize>,
+}
+
+impl Sockets {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Sockets {
+            slots: Vec::new(),
+            shared,
+            recv_calls: 0,
+            recv_more: false,
+            nodelay: true,
+            clients: Vec::new(),
+        }
+    }
+
+    /// Adds the connected socket of `h`, accepted by `server` if any.
+    pub(crate) fn insert(&mut self, h: Handle, sock: Sock, server: Option<ServerId>) {
+        let index = h.index() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        if let Some(id) = server {
+            let i = id.0 as usize;
+            if self.clients.len() <= i {
+                self.clients.resize(i + 1, 0);
+            }
+            self.clients[i] += 1;
+        }
+        let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
+        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server });
+    }
+
+    /// The open connections `server` accepted. Walks the table: for rare calls
+    /// (`close_clients`), never on the I/O path.
+    pub(crate) fn clients_of(&self, server: ServerId) -> Vec<Handle> {
+        let of = |c: &&Conn| c.server == Some(server);
+        self.slots.iter().flatten().filter(of).map(|c| c.handle).collect()
+    }
+
+    /// How many connections `server` accepted are still open.
+    pub(crate) fn client_count(&self, server: ServerId) -> usize {
+        self.clients.get(server.0 as usize).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn get(&self, h: Handle) -> Option<&Conn> {
+        self.slots.get(h.index() as usize)?.as_ref().filter(|c| c.handle == h)
+    }
+
+    pub(crate) fn get_mut(&mut self, h: Handle) -> Option<&mut Conn> {
+        self.slots.get_mut(h.index() as usize)?.as_mut().filter(|c| c.handle == h)
+    }
+
+    /// Drops `h`'s socket (async-io deregisters and closes it).
+    pub(crate) fn remove(&mut self, h: Handle) -> Option<Conn> {
+        let slot = self.slots.get_mut(h.index() as usize)?;
+        if slot.as_ref().is_none_or(|c| c.handle != h) {
+            return None;
+        }
+        let conn = slot.take()?;
+        if let Some(id) = conn.server {
+            self.clients[id.0 as usize] -= 1;
+        }
+        Some(conn)
+    }
+}
+
+fn not_open() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "aioport-smol: no open socket for this handle")
+}
+
+impl Io for Sockets {
+    fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let c = self.get(h).ok_or_else(not_open)?;
+        loop {
+            match c.sock.send(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_calls += 1;
+        self.recv_more = false;
+        let len = buf.len();
+        let c = self.get(h).ok_or_else(not_open)?;
+        loop {
+            match c.sock.read(buf) {
+                Ok(n) => {
+                    self.recv_more = n == len && n > 0;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
+        let c = self.get(h).ok_or_else(not_open)?;
+        Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
+    }
+
+    fn close(&mut self, h: Handle) {
+        self.remove(h);
+    }
+}

@@ -1,0 +1,151 @@
+//! The scenarios on the smol driver (`aioport-smol`): real sockets on 127.0.0.1 and Unix
+//! sockets, the loop future run by `async_io::block_on` (`smol::block_on`) on the test's
+//! thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
+use aioport_smol::{Error, ErrorReport, Loop, Server, ServerId, ServerOptions};
+use async_io::block_on;
+
+use crate::driver::{Driver, Factory, Listening};
+
+/// No scenario takes more than this; a stuck one fails instead of hanging CI.
+const LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Smol {
+    lp: Loop,
+    servers: HashMap<usize, Server>,
+    /// Every listener's server, closed or not.
+    ids: HashMap<usize, ServerId>,
+    reports: Rc<RefCell<Vec<ErrorReport>>>,
+    /// Unix socket paths this loop listens on, removed on drop.
+    paths: Vec<PathBuf>,
+}
+
+impl Driver for Smol {
+    const NAME: &'static str = "smol";
+
+    fn new() -> Self {
+        let mut lp = Loop::new();
+        let reports = Rc::new(RefCell::new(Vec::new()));
+        let sink = reports.clone();
+        lp.set_error_handler(move |r| sink.borrow_mut().push(r));
+        Smol { lp, servers: HashMap::new(), ids: HashMap::new(), reports, paths: Vec::new() }
+    }
+
+    fn listen(&mut self, mut factory: Factory) -> Listening {
+        let options = ServerOptions::default().backlog(1024);
+        let server = block_on(self.lp.create_server("127.0.0.1:0", move || factory(), options))
+            .expect("listen on 127.0.0.1");
+        let id = server.id().get() as usize;
+        let endpoint = Endpoint::Addr(server.addr());
+        self.ids.insert(id, server.id());
+        self.servers.insert(id, server);
+        Listening { id, endpoint }
+    }
+
+    fn listen_unix(&mut self, mut factory: Factory) -> Option<Listening> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-smol-conformance-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let server = block_on(self.lp.create_unix_server(&path, move || factory()))
+            .expect("listen on a Unix socket in the temp dir");
+        self.paths.push(path.clone());
+        let id = server.id().get() as usize;
+        self.ids.insert(id, server.id());
+        self.servers.insert(id, server);
+        Some(Listening { id, endpoint: Endpoint::Unix(path) })
+    }
+
+    fn close_listener(&mut self, id: usize) -> bool {
+        let server = self.servers.remove(&id).expect("a listener of this loop");
+        assert!(server.close(&mut self.lp), "closed once");
+        true
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        Some(self.lp.close_clients(self.ids[&id]))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match block_on(self.lp.wait_closed(self.ids[&id], LIMIT)) {
+            Ok(()) => true,
+            Err(e) => panic!("smol: wait_closed: {e}"),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        to: &Endpoint,
+        protocol: Box<dyn Protocol>,
+    ) -> Result<StreamHandle, ConnectionError> {
+        match block_on(self.lp.create_connection(to.clone(), protocol)) {
+            Ok(h) => Ok(h),
+            Err(Error::Connect { error, .. }) => Err(error),
+            Err(e) => panic!("smol: create_connection failed in the loop itself: {e}"),
+        }
+    }
+
+    fn unused_endpoint(&mut self) -> Endpoint {
+        // Bound then closed: nothing listens there (as on the poll loop).
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr: SocketAddr = l.local_addr().expect("local address");
+        drop(l);
+        Endpoint::Addr(addr)
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        self.lp.with(f)
+    }
+
+    fn reset(&mut self, h: StreamHandle) {
+        self.lp.reset(h).expect("reset a live transport");
+    }
+
+    fn run_until(&mut self, what: &str, done: impl FnMut() -> bool) {
+        match block_on(self.lp.run_until_timeout(done, LIMIT)) {
+            Ok(()) => {}
+            Err(Error::TimedOut) => panic!("smol: {what} did not happen within {LIMIT:?}"),
+            Err(e) => panic!("smol: the loop failed while waiting for {what}: {e}"),
+        }
+    }
+
+    fn take_errors(&mut self) -> Vec<LoopError> {
+        self.reports
+            .borrow_mut()
+            .drain(..)
+            .map(|r| match r {
+                ErrorReport::Callback(e) => e,
+                other => panic!("smol: unexpected loop error: {other}"),
+            })
+            .collect()
+    }
+
+    fn prepare_connections(&mut self, n: usize) {
+        // Both ends live in this process, plus the test harness's own descriptors.
+        let needed = 2 * n as u64 + 64;
+        if let Err(e) = aioport_poll::raise_fd_limit(needed) {
+            panic!("{n} concurrent connections need {needed} file descriptors: {e}");
+        }
+    }
+
+    fn transports(&self) -> usize {
+        self.lp.len()
+    }
+}
+
+impl Drop for Smol {
+    fn drop(&mut self) {
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
