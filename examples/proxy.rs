@@ -7,6 +7,7 @@
 //! cargo run --release --example proxy                         # self-test: echo upstream, proxy, clients
 //! cargo run --release --example proxy -- --clients 8 --mib 32
 //! cargo run --release --example proxy -- --driver tokio         # the proxy on aioport-tokio
+//! cargo run --release --example proxy -- --driver smol          # the proxy on aioport-smol
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000
 //! ```
 //!
@@ -262,7 +263,15 @@ struct Args {
     mib: usize,
     listen: Option<String>,
     upstream: Option<String>,
-    tokio: bool,
+    driver: Driver,
+}
+
+/// Which driver runs the proxy (the clients always run on the poll loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Poll,
+    Tokio,
+    Smol,
 }
 
 /// What the proxy's loop reports once the clients are done.
@@ -290,7 +299,7 @@ impl Summary {
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
-    let mut a = Args { clients: 4, mib: 16, listen: None, upstream: None, tokio: false };
+    let mut a = Args { clients: 4, mib: 16, listen: None, upstream: None, driver: Driver::Poll };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -300,9 +309,10 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--listen" => a.listen = Some(value()?),
             "--upstream" => a.upstream = Some(value()?),
             "--driver" => match value()?.as_str() {
-                "poll" => a.tokio = false,
-                "tokio" => a.tokio = true,
-                d => return Err(format!("--driver {d}: `poll` or `tokio`").into()),
+                "poll" => a.driver = Driver::Poll,
+                "tokio" => a.driver = Driver::Tokio,
+                "smol" => a.driver = Driver::Smol,
+                d => return Err(format!("--driver {d}: `poll`, `tokio` or `smol`").into()),
             },
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -337,8 +347,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Then throughput through the proxy (on the chosen driver) against a direct echo.
     let bytes = args.mib << 20;
     let total_mib = (args.clients * bytes) as f64 / f64::from(1 << 20);
-    let (through, direct, summary) = if args.tokio {
-        on_tokio::self_test(&mut lp, &args)?
+    let (through, direct, summary) = if args.driver != Driver::Poll {
+        on_thread::self_test(&mut lp, &args)?
     } else {
         let stats = Rc::new(RelayStats::default());
         let (echo, proxy) = start_poll(&mut lp, &stats)?;
@@ -379,8 +389,8 @@ fn start_poll(
 
 /// `--listen` / `--upstream`: relays until SIGINT or SIGTERM.
 fn serve(listen: &str, upstream: std::net::SocketAddr, args: &Args) -> Result<(), Box<dyn Error>> {
-    if args.tokio {
-        return on_tokio::serve(listen, upstream);
+    if args.driver != Driver::Poll {
+        return on_thread::serve(args.driver, listen, upstream);
     }
     let mut lp = Loop::new()?;
     let stats = Rc::new(RelayStats::default());
@@ -430,51 +440,108 @@ fn report(
     Ok(())
 }
 
-/// The proxy and its echo upstream on an `aioport-tokio` loop thread (current-thread
-/// runtime). The relay and echo protocols are the poll loop's, unchanged.
-mod on_tokio {
+/// The proxy and its echo upstream on a loop thread of another driver: `aioport-tokio`
+/// (current-thread runtime) or `aioport-smol` (`block_on`). The relay and echo protocols
+/// are the poll loop's, unchanged; only this bootstrap differs.
+mod on_thread {
     use super::*;
-    use aioport_tokio::{LoopThread, Runtime, spawn_loop};
     use std::net::SocketAddr;
     use std::sync::mpsc;
 
     type Started = Result<(SocketAddr, SocketAddr), String>;
 
-    /// Starts echo + proxy on a loop thread; the addresses come back through `started`,
-    /// the relay counters through `done` once the loop is stopped.
-    fn start(
-        listen: Option<(String, SocketAddr)>,
-        started: mpsc::Sender<Started>,
-        done: mpsc::Sender<Summary>,
-    ) -> std::io::Result<LoopThread> {
-        spawn_loop(Runtime::CurrentThread, move |mut lp: aioport_tokio::Loop| async move {
+    /// The loop body, the same for both drivers (their `Loop`s have the same async API):
+    /// echo (unless serving) and proxy, run until stopped, then finish the relays' closes
+    /// and report.
+    macro_rules! body {
+        ($lp:ident, $options:expr, $sleep:expr, $listen:ident, $started:ident, $done:ident) => {{
             let stats = Rc::new(RelayStats::default());
-            let options = aioport_tokio::ServerOptions::default;
-            let (echo_addr, listen_at) = match listen {
+            let (echo_addr, listen_at) = match $listen {
                 Some((at, upstream)) => (upstream, at),
-                None => match lp.create_server("127.0.0.1:0", || Box::new(Echo), options()).await {
+                None => match $lp.create_server("127.0.0.1:0", || Box::new(Echo), $options).await {
                     Ok(echo) => (echo.addr(), "127.0.0.1:0".to_owned()),
-                    Err(e) => return drop(started.send(Err(e.to_string()))),
+                    Err(e) => return drop($started.send(Err(e.to_string()))),
                 },
             };
             let s = stats.clone();
             let factory = move || relay(Endpoint::Addr(echo_addr), &s);
-            match lp.create_server(listen_at.as_str(), factory, options()).await {
-                Ok(proxy) => drop(started.send(Ok((echo_addr, proxy.addr())))),
-                Err(e) => return drop(started.send(Err(e.to_string()))),
+            let at: SocketAddr = match listen_at.parse() {
+                Ok(at) => at,
+                Err(e) => return drop($started.send(Err(format!("{listen_at}: {e}")))),
+            };
+            match $lp.create_server(at, factory, $options).await {
+                Ok(proxy) => drop($started.send(Ok((echo_addr, proxy.addr())))),
+                Err(e) => return drop($started.send(Err(e.to_string()))),
             }
-            lp.run_forever().await;
+            $lp.run_forever().await;
             // Stopped once the clients are done: let the relays' last closes finish.
-            let _ = lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10)).await;
+            let _ = $lp.run_until_timeout(|| stats.open.get() == 0, Duration::from_secs(10)).await;
             for _ in 0..100 {
-                if lp.is_empty() {
+                if $lp.is_empty() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                lp.run_once().await;
+                $sleep.await;
+                $lp.run_once().await;
             }
-            let _ = done.send(Summary::of(&stats, lp.len()));
-        })
+            let _ = $done.send(Summary::of(&stats, $lp.len()));
+        }};
+    }
+
+    /// A running loop thread.
+    enum Thread {
+        Tokio(aioport_tokio::LoopThread),
+        Smol(aioport_smol::LoopHandle, std::thread::JoinHandle<()>),
+    }
+
+    impl Thread {
+        fn stop(&self) {
+            match self {
+                Thread::Tokio(t) => t.stop(),
+                Thread::Smol(h, _) => drop(h.stop()),
+            }
+        }
+
+        fn join(self) -> Result<(), Box<dyn Error>> {
+            let r = match self {
+                Thread::Tokio(t) => t.join(),
+                Thread::Smol(_, t) => t.join(),
+            };
+            r.map_err(|_| "the proxy thread panicked".into())
+        }
+    }
+
+    fn start(
+        driver: Driver,
+        listen: Option<(String, SocketAddr)>,
+        started: mpsc::Sender<Started>,
+        done: mpsc::Sender<Summary>,
+    ) -> Result<Thread, Box<dyn Error>> {
+        let pause = Duration::from_millis(10);
+        match driver {
+            Driver::Poll => Err("the poll loop runs on the main thread".into()),
+            Driver::Tokio => {
+                let runtime = aioport_tokio::Runtime::CurrentThread;
+                let main = move |mut lp: aioport_tokio::Loop| async move {
+                    let options = aioport_tokio::ServerOptions::default;
+                    body!(lp, options(), tokio::time::sleep(pause), listen, started, done)
+                };
+                Ok(Thread::Tokio(aioport_tokio::spawn_loop(runtime, main)?))
+            }
+            Driver::Smol => {
+                let (handle_tx, handle_rx) = mpsc::channel();
+                let run = move || {
+                    async_io::block_on(async move {
+                        let mut lp = aioport_smol::Loop::new();
+                        let _ = handle_tx.send(lp.handle());
+                        let options = aioport_smol::ServerOptions::default;
+                        body!(lp, options(), async_io::Timer::after(pause), listen, started, done)
+                    })
+                };
+                let thread =
+                    std::thread::Builder::new().name("aioport-smol loop".into()).spawn(run)?;
+                Ok(Thread::Smol(handle_rx.recv()?, thread))
+            }
+        }
     }
 
     pub(super) fn self_test(
@@ -483,11 +550,11 @@ mod on_tokio {
     ) -> Result<(f64, f64, Summary), Box<dyn Error>> {
         let (started_tx, started) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
-        let thread = start(None, started_tx, done_tx)?;
+        let thread = start(args.driver, None, started_tx, done_tx)?;
         let (echo, proxy) = started.recv()??;
         println!(
-            "proxy {proxy} → echo {echo} (aioport-tokio loop thread): {} clients × {} MiB each way",
-            args.clients, args.mib
+            "proxy {proxy} → echo {echo} ({:?} loop thread): {} clients × {} MiB each way",
+            args.driver, args.clients, args.mib
         );
         let bytes = args.mib << 20;
         let through = push_through(lp, Endpoint::Addr(proxy), args.clients, bytes)?;
@@ -495,17 +562,20 @@ mod on_tokio {
         // The clients are done: the loop finishes its closes, then reports.
         thread.stop();
         let summary = done.recv_timeout(Duration::from_secs(30))?;
-        thread.join().map_err(|_| "the proxy thread panicked")?;
+        thread.join()?;
         Ok((through, direct, summary))
     }
 
-    pub(super) fn serve(listen: &str, upstream: SocketAddr) -> Result<(), Box<dyn Error>> {
+    pub(super) fn serve(
+        driver: Driver,
+        listen: &str,
+        upstream: SocketAddr,
+    ) -> Result<(), Box<dyn Error>> {
         let (started_tx, started) = mpsc::channel();
         let (done_tx, _done) = mpsc::channel();
-        let thread = start(Some((listen.to_owned(), upstream)), started_tx, done_tx)?;
+        let thread = start(driver, Some((listen.to_owned(), upstream)), started_tx, done_tx)?;
         let (_, proxy) = started.recv()??;
-        println!("proxy: {proxy} → {upstream} (aioport-tokio) until killed");
-        thread.join().map_err(|_| "the proxy thread panicked")?;
-        Ok(())
+        println!("proxy: {proxy} → {upstream} ({driver:?}) until killed");
+        thread.join()
     }
 }
