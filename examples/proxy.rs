@@ -497,7 +497,7 @@ mod on_thread {
         fn stop(&self) {
             match self {
                 Thread::Tokio(t) => t.stop(),
-                Thread::Smol(h, _) => drop(h.stop()),
+                Thread::Smol(h, _) => h.stop(),
             }
         }
 
