@@ -200,7 +200,7 @@ impl Core {
     ) -> Handle {
         let h = self.next_handle();
         let t = DatagramTransport::new(h, remote, extra);
-        self.insert(Entry::new(Transport::Datagram(t), AnyProtocol::Datagram(protocol)))
+        self.insert(Entry::new(Transport::Datagram(Box::new(t)), AnyProtocol::Datagram(protocol)))
     }
 
     /// The handle the next `insert` will return (transports store their own handle).

@@ -37,7 +37,9 @@ impl TransportKind {
 
 pub(crate) enum Transport {
     Stream(StreamTransport),
-    Datagram(DatagramTransport),
+    /// Boxed: endpoints are rare, and this keeps every stream's slot small (a
+    /// `DatagramTransport` is larger than a `StreamTransport`).
+    Datagram(Box<DatagramTransport>),
     Subprocess(SubprocessTransport),
 }
 
@@ -53,7 +55,7 @@ impl Transport {
     pub(crate) fn common(&mut self) -> &mut dyn Common {
         match self {
             Transport::Stream(t) => t,
-            Transport::Datagram(t) => t,
+            Transport::Datagram(t) => &mut **t,
             Transport::Subprocess(t) => t,
         }
     }
@@ -61,7 +63,7 @@ impl Transport {
     pub(crate) fn common_ref(&self) -> &dyn Common {
         match self {
             Transport::Stream(t) => t,
-            Transport::Datagram(t) => t,
+            Transport::Datagram(t) => &**t,
             Transport::Subprocess(t) => t,
         }
     }
