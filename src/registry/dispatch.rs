@@ -124,7 +124,7 @@ impl Core {
     fn apply_swap(&mut self, h: Handle, io: &mut dyn Io) {
         let Ok(entry) = self.entry_mut(h) else { return };
         let Some(new) = entry.swap.take() else { return };
-        let old = entry.protocol.replace(new);
+        let old = entry.protocol.replace(*new);
         let mut stdin = None;
         match &mut entry.transport {
             Transport::Stream(t) => t.protocol_swapped(),
@@ -680,7 +680,7 @@ impl Core {
         self.report(LoopError::Panicked { handle: Some(h), callback, message: message.clone() });
         let Ok(entry) = self.entry_mut(h) else { return };
         entry.poisoned = true;
-        let protos = [entry.protocol.take(), entry.swap.take()];
+        let protos = [entry.protocol.take(), entry.swap.take().map(|b| *b)];
         for p in protos.into_iter().flatten() {
             self.drop_protocol(h, p);
         }

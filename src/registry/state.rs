@@ -33,8 +33,9 @@ pub(crate) struct Entry {
     pub(crate) transport: Transport,
     /// `None` while one of its callbacks runs, or after it panicked.
     pub(super) protocol: Option<AnyProtocol>,
-    /// A replacement protocol, installed before the next callback.
-    pub(super) swap: Option<AnyProtocol>,
+    /// A replacement protocol, installed before the next callback. Boxed: swaps are
+    /// rare, and every idle connection pays for this field.
+    pub(super) swap: Option<Box<AnyProtocol>>,
     /// The protocol's timer, mirrored in `Core::timers`.
     pub(super) deadline: Option<Instant>,
     /// For a transport served by another slot's protocol: its I/O.
@@ -236,7 +237,7 @@ impl Core {
         if let Some(d) = entry.deadline.take() {
             self.timers.remove(&(d, index));
         }
-        for p in [entry.protocol.take(), entry.swap.take()].into_iter().flatten() {
+        for p in [entry.protocol.take(), entry.swap.take().map(|b| *b)].into_iter().flatten() {
             self.drop_protocol(h, p);
         }
         if let Some(link) = entry.pipe_of {
@@ -247,8 +248,8 @@ impl Core {
     /// Installs `p` as `h`'s protocol before its next callback.
     pub(crate) fn set_swap(&mut self, h: Handle, p: AnyProtocol) {
         let Ok(entry) = self.entry_mut(h) else { return self.drop_protocol(h, p) };
-        if let Some(old) = entry.swap.replace(p) {
-            self.drop_protocol(h, old);
+        if let Some(old) = entry.swap.replace(Box::new(p)) {
+            self.drop_protocol(h, *old);
         }
         self.touch(h.index());
     }
