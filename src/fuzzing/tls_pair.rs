@@ -102,9 +102,10 @@ fn configs() -> &'static [(TlsClient, TlsServer); 2] {
     })
 }
 
-/// Fuzz target: see the [module docs](self). After the version byte: the [`sim_config`]
-/// header, two transfer sizes, the write size (as `pair`), then one byte whose bit 0
-/// picks TLS 1.2; then [`PAIR_OPS`], with `abort`, `close`, `pause_reading`,
+/// Fuzz target: [`pair`](super::pair) with a TLS client and server engine under the two
+/// sides (the `tls_pair` row of the [fuzzing docs](super)). After the version byte: the
+/// [`sim_config`] header, two transfer sizes, the write size (as `pair`), then one byte
+/// whose bit 0 picks TLS 1.2; then [`PAIR_OPS`], with `abort`, `close`, `pause_reading`,
 /// `resume_reading`, `write_eof` and `set_write_buffer_limits` acting on a side's app
 /// transport (skipped before its handshake completed), and `reset` and `stall` on its raw
 /// transport.
