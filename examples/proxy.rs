@@ -55,13 +55,32 @@ fn pattern_byte(i: usize) -> u8 {
     (i % 251) as u8
 }
 
-/// Writes `total` bytes of the pattern as flow control allows, checks the echo, and
-/// closes once everything came back.
-struct Pusher {
+/// Writes `total` bytes of the pattern as flow control allows.
+struct PatternWriter {
     total: usize,
-    chunk: Bytes,
     sent: usize,
-    state: Rc<RefCell<ClientState>>,
+    chunk: Bytes,
+}
+
+impl PatternWriter {
+    fn new(total: usize) -> Self {
+        // 64 KiB of the pattern and 251 bytes more, so that each write can start where
+        // the last one ended (offset `sent % 251`).
+        let chunk: Vec<u8> = (0..64 * 1024 + 251).map(pattern_byte).collect();
+        PatternWriter { total, sent: 0, chunk: Bytes::from(chunk) }
+    }
+
+    /// Writes until paused or done; true once everything was written.
+    fn pump(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, aioport::ProtocolError> {
+        let h = ctx.stream();
+        while self.sent < self.total && !ctx.is_writing_paused(h)? {
+            let start = self.sent % 251;
+            let n = (self.total - self.sent).min(64 * 1024);
+            ctx.write(h, self.chunk.slice(start..start + n))?;
+            self.sent += n;
+        }
+        Ok(self.sent == self.total)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -71,43 +90,37 @@ struct ClientState {
     lost: Option<Option<ConnectionError>>,
 }
 
-impl Pusher {
-    fn new(total: usize, state: Rc<RefCell<ClientState>>) -> Self {
-        // 64 KiB of the pattern; 251 divides neither, so each write starts where the
-        // last one ended (offset `sent`).
-        let chunk: Vec<u8> = (0..64 * 1024 + 251).map(pattern_byte).collect();
-        Pusher { total, chunk: Bytes::from(chunk), sent: 0, state }
-    }
-
-    fn pump(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        let h = ctx.stream();
-        while self.sent < self.total && !ctx.is_writing_paused(h)? {
-            let start = self.sent % 251;
-            let n = (self.total - self.sent).min(64 * 1024);
-            ctx.write(h, self.chunk.slice(start..start + n))?;
-            self.sent += n;
+impl ClientState {
+    /// Counts `data`, remembering where it first differs from the pattern.
+    fn take(&mut self, data: &[u8]) {
+        if self.wrong_at.is_none()
+            && let Some(i) =
+                data.iter().enumerate().position(|(i, &b)| b != pattern_byte(self.received + i))
+        {
+            self.wrong_at = Some(self.received + i);
         }
-        Ok(())
+        self.received += data.len();
     }
+}
+
+/// Writes `total` bytes of the pattern, checks the echo, and closes once everything came
+/// back.
+struct Pusher {
+    out: PatternWriter,
+    state: Rc<RefCell<ClientState>>,
 }
 
 impl Protocol for Pusher {
     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        self.pump(ctx)
+        self.out.pump(ctx).map(drop)
     }
     fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        self.pump(ctx)
+        self.out.pump(ctx).map(drop)
     }
     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
         let mut s = self.state.borrow_mut();
-        if s.wrong_at.is_none()
-            && let Some(i) =
-                data.iter().enumerate().position(|(i, &b)| b != pattern_byte(s.received + i))
-        {
-            s.wrong_at = Some(s.received + i);
-        }
-        s.received += data.len();
-        if s.received >= self.total {
+        s.take(data);
+        if s.received >= self.out.total {
             ctx.close(ctx.stream())?;
         }
         Ok(())
@@ -118,25 +131,13 @@ impl Protocol for Pusher {
     }
 }
 
-/// The upstream of the slow-client phase: sends `total` bytes of the pattern as flow
-/// control allows, then closes.
-struct Source {
-    total: usize,
-    sent: usize,
-    chunk: Bytes,
-}
+/// The upstream of the slow-client phase: sends its pattern, then closes.
+struct Source(PatternWriter);
 
 impl Source {
     fn pump(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        let h = ctx.stream();
-        while self.sent < self.total && !ctx.is_writing_paused(h)? {
-            let start = self.sent % 251;
-            let n = (self.total - self.sent).min(64 * 1024);
-            ctx.write(h, self.chunk.slice(start..start + n))?;
-            self.sent += n;
-        }
-        if self.sent == self.total {
-            ctx.close(h)?;
+        if self.0.pump(ctx)? {
+            ctx.close(ctx.stream())?;
         }
         Ok(())
     }
@@ -159,14 +160,7 @@ impl Protocol for SlowReader {
         Ok(ctx.pause_reading(ctx.stream())?)
     }
     fn data_received(&mut self, _: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
-        let mut s = self.0.borrow_mut();
-        if s.wrong_at.is_none()
-            && let Some(i) =
-                data.iter().enumerate().position(|(i, &b)| b != pattern_byte(s.received + i))
-        {
-            s.wrong_at = Some(s.received + i);
-        }
-        s.received += data.len();
+        self.0.borrow_mut().take(data);
         Ok(())
     }
     fn connection_lost(&mut self, _: &mut Ctx<'_>, err: Option<ConnectionError>) -> CallbackResult {
@@ -189,10 +183,9 @@ fn peak_rss_kib() -> u64 {
 /// proxy: the relay pauses the upstream instead of buffering, so the process's peak RSS
 /// stays flat however much is sent. Returns the relay's peak write buffer.
 fn slow_client(lp: &mut Loop, bytes: usize) -> Result<usize, Box<dyn Error>> {
-    let chunk = Bytes::from((0..64 * 1024 + 251).map(pattern_byte).collect::<Vec<u8>>());
     let source = lp.create_server(
         "127.0.0.1:0",
-        move || Box::new(Source { total: bytes, sent: 0, chunk: chunk.clone() }),
+        move || Box::new(Source(PatternWriter::new(bytes))),
         ServerOptions::default(),
     )?;
     let stats = Rc::new(RelayStats::default());
@@ -235,7 +228,8 @@ fn push_through(
         (0..clients).map(|_| Rc::new(RefCell::new(ClientState::default()))).collect();
     let start = Instant::now();
     for s in &states {
-        lp.create_connection(to.clone(), Box::new(Pusher::new(bytes, s.clone())))?;
+        let pusher = Pusher { out: PatternWriter::new(bytes), state: s.clone() };
+        lp.create_connection(to.clone(), Box::new(pusher))?;
     }
     lp.run_until_timeout(
         || states.iter().all(|s| s.borrow().lost.is_some()),
