@@ -147,5 +147,3 @@ datagram_conformance!(datagram_on_sim, crate::sim::Sim);
 subprocess_conformance!(subprocess_on_poll, crate::poll::Poll);
 #[cfg(feature = "testing")]
 subprocess_conformance!(subprocess_on_sim, crate::sim::Sim);
-// The tokio driver has no subprocesses yet: every scenario prints SKIPPED.
-subprocess_conformance!(subprocess_on_tokio_ct, crate::tokio::TokioCt);

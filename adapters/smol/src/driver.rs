@@ -34,10 +34,10 @@ use async_io::Async;
 use rustix::io::Errno;
 
 use crate::event_loop::Loop;
-use crate::remote::Command;
 use crate::sockets::Sock;
-use crate::wake::{Key, KeyWaker};
 use crate::{ErrorReport, ServerId};
+use aioport_async_kit::Command;
+use aioport_async_kit::wake::{Key, KeyWaker};
 
 /// Reads per connection per turn (each up to the core's 256 KiB buffer) before the loop
 /// moves on to other connections; the rest waits in the local ready list.
@@ -301,7 +301,8 @@ impl Loop {
     }
 
     fn adopt(&mut self, server: ServerId, nodelay: bool, sock: Sock, peer: Option<SocketAddr>) {
-        let Some(entry) = self.servers.get_mut(server.0 as usize).and_then(Option::as_mut) else {
+        let Some(entry) = self.servers.get_mut(server.get() as usize).and_then(Option::as_mut)
+        else {
             return;
         };
         let protocol = match catch_unwind(AssertUnwindSafe(|| (entry.factory)())) {

@@ -104,16 +104,13 @@
 #![warn(missing_docs)]
 
 mod driver;
-mod error;
 mod event_loop;
 mod lifecycle;
-mod remote;
 mod server;
 mod sockets;
-mod sys;
-mod wake;
 
-pub use error::{Error, ErrorReport};
+pub use aioport_async_kit::{
+    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId,
+};
 pub use event_loop::Loop;
-pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
-pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
+pub use server::{ProtocolFactory, Server, ServerOptions};

@@ -50,7 +50,7 @@ impl Loop {
 
     /// The server still listens.
     pub fn is_serving(&self, id: ServerId) -> bool {
-        self.servers.get(id.0 as usize).is_some_and(Option::is_some)
+        self.servers.get(id.get() as usize).is_some_and(Option::is_some)
     }
 }
 

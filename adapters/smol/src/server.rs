@@ -1,5 +1,6 @@
 //! Listening sockets: [`ServerOptions`], [`Server`] and the loop's listener table.
 
+use aioport_async_kit::ServerId;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::os::unix::net::UnixListener;
 use async_io::Async;
 
 use crate::sockets::Sock;
-use crate::wake::KeyWaker;
+use aioport_async_kit::wake::KeyWaker;
 
 /// Builds a new protocol for every accepted connection (asyncio's `protocol_factory`).
 pub type ProtocolFactory = Box<dyn FnMut() -> Box<dyn Protocol>>;
@@ -84,19 +85,13 @@ impl ServerOptions {
 
     /// Binds (non-blocking) and registers with smol's reactor.
     pub(crate) fn bind(&self, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
-        let l = crate::sys::tcp_listener(addr, self.backlog, self.reuse_address, self.reuse_port)?;
+        let l = aioport_async_kit::sys::tcp_listener(
+            addr,
+            self.backlog,
+            self.reuse_address,
+            self.reuse_port,
+        )?;
         Async::new_nonblocking(l)
-    }
-}
-
-/// Names a server of one loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerId(pub(crate) u32);
-
-impl ServerId {
-    /// The raw number: servers of one loop are numbered from 0 in creation order.
-    pub fn get(self) -> u32 {
-        self.0
     }
 }
 
@@ -140,7 +135,7 @@ impl Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("id", &self.id.0).field("addrs", &self.addrs).finish()
+        f.debug_struct("Server").field("id", &self.id.get()).field("addrs", &self.addrs).finish()
     }
 }
 

@@ -21,7 +21,7 @@ use aioport::{Handle, Io};
 use async_io::Async;
 
 use crate::ServerId;
-use crate::wake::{Key, KeyWaker, Shared};
+use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
 /// A connected stream socket.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ impl Sockets {
             self.slots.resize_with(index + 1, || None);
         }
         if let Some(id) = server {
-            let i = id.0 as usize;
+            let i = id.get() as usize;
             if self.clients.len() <= i {
                 self.clients.resize(i + 1, 0);
             }
@@ -159,7 +159,7 @@ impl Sockets {
 
     /// How many connections `server` accepted are still open.
     pub(crate) fn client_count(&self, server: ServerId) -> usize {
-        self.clients.get(server.0 as usize).copied().unwrap_or(0)
+        self.clients.get(server.get() as usize).copied().unwrap_or(0)
     }
 
     pub(crate) fn get(&self, h: Handle) -> Option<&Conn> {
@@ -178,7 +178,7 @@ impl Sockets {
         }
         let conn = slot.take()?;
         if let Some(id) = conn.server {
-            self.clients[id.0 as usize] -= 1;
+            self.clients[id.get() as usize] -= 1;
         }
         Some(conn)
     }

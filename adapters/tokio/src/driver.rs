@@ -33,10 +33,10 @@ use rustix::io::Errno;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::event_loop::Loop;
-use crate::remote::Command;
 use crate::sockets::Sock;
-use crate::wake::{Key, KeyWaker};
 use crate::{ErrorReport, ServerId};
+use aioport_async_kit::Command;
+use aioport_async_kit::wake::{Key, KeyWaker};
 
 /// Reads per connection per turn (each up to the core's 256 KiB buffer) before the loop
 /// moves on to other connections; the rest waits in the local ready list.
@@ -65,7 +65,9 @@ impl Loop {
             let mut inner = self.shared.lock();
             std::mem::swap(&mut inner.ready, &mut self.woken);
             std::mem::swap(&mut inner.commands, &mut self.commands);
-            std::mem::swap(&mut inner.remotes, &mut remotes);
+            drop(inner);
+            let mut queued = self.remote_queue.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *queued, &mut remotes);
         }
         let now = Instant::now();
         let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || !remotes.is_empty();
@@ -310,7 +312,8 @@ impl Loop {
     }
 
     fn adopt(&mut self, server: ServerId, nodelay: bool, sock: Sock, peer: Option<SocketAddr>) {
-        let Some(entry) = self.servers.get_mut(server.0 as usize).and_then(Option::as_mut) else {
+        let Some(entry) = self.servers.get_mut(server.get() as usize).and_then(Option::as_mut)
+        else {
             return;
         };
         let protocol = match catch_unwind(AssertUnwindSafe(|| (entry.factory)())) {

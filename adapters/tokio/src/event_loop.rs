@@ -17,12 +17,12 @@ use tokio::net::UnixListener;
 use tokio::time::Sleep;
 
 use crate::driver::Connecting;
-use crate::remote::{Command, LoopHandle};
 use crate::remote_stream::{RemoteState, RemoteStreams};
 use crate::server::{ListenSock, Listener, ServerEntry};
 use crate::sockets::Sockets;
-use crate::wake::{Key, KeyWaker, Shared};
 use crate::{Error, ErrorReport, Server, ServerId, ServerOptions};
+use aioport_async_kit::wake::{Key, KeyWaker, Shared};
+use aioport_async_kit::{Command, LoopHandle};
 
 /// Turns one poll of the loop future may take before it yields to the runtime (other
 /// tasks on the same thread get their turn; the loop is woken again at once).
@@ -64,6 +64,8 @@ pub struct Loop {
     /// Cross-task handles by transport, and scratch space for those with commands.
     pub(crate) remote_streams: RemoteStreams,
     pub(crate) remotes_woken: Vec<Arc<RemoteState>>,
+    /// Where remote streams list themselves when they have commands.
+    pub(crate) remote_queue: crate::remote_stream::RemoteQueue,
 }
 
 impl Loop {
@@ -89,13 +91,14 @@ impl Loop {
             sleep: None,
             remote_streams: RemoteStreams::default(),
             remotes_woken: Vec::new(),
+            remote_queue: Default::default(),
         }
     }
 
     /// A `Send` handle for other tasks and threads (and for callbacks that want to stop
     /// the loop).
     pub fn handle(&self) -> LoopHandle {
-        LoopHandle { shared: self.shared.clone() }
+        LoopHandle::new(self.shared.clone())
     }
 
     /// Sets the error hook (asyncio's `set_exception_handler`): it receives callback
@@ -222,7 +225,7 @@ impl Loop {
         if addrs.is_empty() {
             return Err(Error::NoAddress);
         }
-        let id = ServerId(self.servers.len() as u32);
+        let id = ServerId::from_raw(self.servers.len() as u32);
         let mut bound = Vec::with_capacity(addrs.len());
         let mut indices = Vec::with_capacity(addrs.len());
         for addr in addrs {
@@ -258,7 +261,7 @@ impl Loop {
         let path = path.as_ref();
         let l = UnixListener::bind(path)
             .map_err(|error| Error::BindUnix { path: path.to_owned(), error })?;
-        let id = ServerId(self.servers.len() as u32);
+        let id = ServerId::from_raw(self.servers.len() as u32);
         let index = self.add_listener(id, ListenSock::Unix(l), false);
         self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
         Ok(Server { id, addrs: Vec::new() })
@@ -293,7 +296,7 @@ impl Loop {
     /// False if it was already closed. Also [`Server::close`] and
     /// [`LoopHandle::close_server`].
     pub fn close_server(&mut self, id: ServerId) -> bool {
-        let Some(entry) = self.servers.get_mut(id.0 as usize).and_then(Option::take) else {
+        let Some(entry) = self.servers.get_mut(id.get() as usize).and_then(Option::take) else {
             return false;
         };
         for index in entry.listeners {
@@ -311,7 +314,7 @@ impl Loop {
     pub fn reset(&mut self, h: StreamHandle) -> Result<(), HandleError> {
         if let Some(c) = self.io.get_mut(h.handle()) {
             // If this fails the abort still closes; the peer then sees EOF.
-            let _ = crate::sys::set_linger_zero(c.sock.fd());
+            let _ = aioport_async_kit::sys::set_linger_zero(c.sock.fd());
         }
         self.with(|ctx| ctx.abort(h))
     }

@@ -104,19 +104,16 @@
 #![warn(missing_docs)]
 
 mod driver;
-mod error;
 mod event_loop;
-mod remote;
 mod remote_stream;
 mod server;
 mod sockets;
-mod sys;
 mod thread;
-mod wake;
 
-pub use error::{Error, ErrorReport};
+pub use aioport_async_kit::{
+    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId,
+};
 pub use event_loop::Loop;
-pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
 pub use remote_stream::RemoteStream;
-pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
+pub use server::{ProtocolFactory, Server, ServerOptions};
 pub use thread::{LoopThread, Runtime, spawn_loop};

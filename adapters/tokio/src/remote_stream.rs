@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use aioport::{StreamHandle, WriteError};
 use bytes::Bytes;
 
-use crate::wake::Shared;
+use aioport_async_kit::wake::Shared;
 
 /// An ordered command.
 pub(crate) enum Op {
@@ -124,7 +124,12 @@ impl RemoteState {
 pub struct RemoteStream {
     pub(crate) state: Arc<RemoteState>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: RemoteQueue,
 }
+
+/// The remote stream states with commands for the loop, each listed once until the loop
+/// takes the list (the loop's wake-up goes through [`Shared::wake`]).
+pub(crate) type RemoteQueue = Arc<std::sync::Mutex<Vec<Arc<RemoteState>>>>;
 
 impl RemoteStream {
     /// The transport's handle (for [`Loop::with`](crate::Loop::with) and callbacks).
@@ -316,7 +321,8 @@ impl RemoteStream {
     fn schedule(&self, inner: &mut RemoteInner) {
         if !inner.scheduled {
             inner.scheduled = true;
-            self.shared.lock().remotes.push(self.state.clone());
+            // A poisoned lock only means a panic between push and unlock: still usable.
+            self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(self.state.clone());
         }
     }
 }
@@ -344,7 +350,7 @@ impl crate::Loop {
         let state =
             self.remote_streams.entry(h.handle()).or_insert_with(|| RemoteState::new(h)).clone();
         self.publish_remote(&state);
-        Ok(RemoteStream { state, shared: self.shared.clone() })
+        Ok(RemoteStream { state, shared: self.shared.clone(), queue: self.remote_queue.clone() })
     }
 
     /// Applies what other tasks asked of `state`'s transport: abort and reading at once,

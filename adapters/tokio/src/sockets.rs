@@ -18,7 +18,7 @@ use aioport::{Handle, Io};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::wake::{Key, KeyWaker, Shared};
+use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
 /// A connected stream socket.
 #[derive(Debug)]

@@ -14,10 +14,13 @@ use crate::wake::Shared;
 pub const REMOTE_QUEUE_CAPACITY: usize = 1024;
 
 /// A closure sent from another task or thread.
-pub(crate) type RemoteCall = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;
+pub type RemoteCall = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;
 
-pub(crate) enum Command {
+/// What a [`LoopHandle`] queues for its loop.
+pub enum Command {
+    /// Run this closure with a `Ctx` (as a `call_soon` closure).
     Call(RemoteCall),
+    /// Close this server.
     CloseServer(ServerId),
 }
 
@@ -34,30 +37,20 @@ pub enum RemoteError {
     Closed,
 }
 
-/// A `Send + Clone` handle to a [`Loop`](crate::Loop), for other tasks and threads: run a
+/// A `Send + Clone` handle to a loop, for other tasks and threads: run a
 /// closure on the loop (asyncio's `call_soon_threadsafe`), close a server, or stop the
 /// loop. Protocol callbacks can use it too (to stop their own loop).
-///
-/// ```
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-/// let mut lp = aioport_tokio::Loop::new();
-/// let handle = lp.handle();
-/// std::thread::spawn(move || handle.call_soon_threadsafe(|_ctx| println!("on the loop")))
-///     .join()
-///     .unwrap()?;
-/// let remote = lp.handle();
-/// lp.call_soon(move |_ctx| remote.stop());
-/// lp.run_forever().await;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Clone)]
 pub struct LoopHandle {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 impl LoopHandle {
+    /// The handle of the loop that owns `shared`.
+    pub fn new(shared: Arc<Shared>) -> LoopHandle {
+        LoopHandle { shared }
+    }
+
     /// Runs `f` on the loop with a [`Ctx`] (outside any callback) when the loop next
     /// turns. Never blocks.
     ///
@@ -72,7 +65,7 @@ impl LoopHandle {
         self.send(Command::Call(Box::new(f)))
     }
 
-    /// Closes a server of the loop (see [`Loop::close_server`](crate::Loop::close_server)).
+    /// Closes a server of the loop (as the loop's `close_server`).
     ///
     /// # Errors
     ///

@@ -1,4 +1,4 @@
-//! What async-io lacks, through rustix's safe API: listeners with a chosen backlog,
+//! What the runtimes' socket types lack, through rustix's safe API: listeners with a chosen backlog,
 //! `SO_REUSEPORT` and `IPV6_V6ONLY`, and `SO_LINGER 0` for resets.
 
 use std::io;
@@ -10,7 +10,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 
 /// A non-blocking, close-on-exec TCP listener bound to `addr` (as the poll loop's: IPv6
 /// listeners are `IPV6_V6ONLY`, as in asyncio).
-pub(crate) fn tcp_listener(
+pub fn tcp_listener(
     addr: SocketAddr,
     backlog: u32,
     reuse_address: bool,
@@ -39,6 +39,6 @@ pub(crate) fn tcp_listener(
 }
 
 /// `SO_LINGER` with a zero timeout: closing the socket then sends a reset instead of a FIN.
-pub(crate) fn set_linger_zero(fd: impl AsFd) -> io::Result<()> {
+pub fn set_linger_zero(fd: impl AsFd) -> io::Result<()> {
     Ok(sockopt::set_socket_linger(fd, Some(Duration::ZERO))?)
 }

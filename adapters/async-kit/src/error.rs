@@ -6,13 +6,11 @@ use std::path::PathBuf;
 
 use aioport::{ConnectionError, DriverError, Endpoint, Handle, LoopError};
 
-use crate::ServerId;
-
 /// A loop call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// [`Loop::create_connection`](crate::Loop::create_connection) could not connect; the
+    /// The loop's `create_connection` could not connect; the
     /// protocol was dropped without a callback.
     #[error("cannot connect to {endpoint:?}: {error}")]
     Connect {
@@ -40,7 +38,7 @@ pub enum Error {
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,
-    /// [`Loop::run_until_timeout`](crate::Loop::run_until_timeout) ran out of time before
+    /// The loop's `run_until_timeout` ran out of time before
     /// its condition held.
     #[error("timed out before the condition held")]
     TimedOut,
@@ -49,7 +47,7 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
-/// What the loop hands its error hook ([`Loop::set_error_handler`](crate::Loop::set_error_handler)):
+/// What the loop hands its error hook (the loop's `set_error_handler`):
 /// asyncio's exception handler context. None of these stops the loop.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -89,5 +87,22 @@ impl std::fmt::Display for ErrorReport {
             }
             ErrorReport::Dropped(n) => write!(f, "{n} loop errors were dropped"),
         }
+    }
+}
+
+/// Names a server of one loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(u32);
+
+impl ServerId {
+    /// The server numbered `n` (drivers number the servers of a loop from 0 in creation
+    /// order).
+    pub fn from_raw(n: u32) -> ServerId {
+        ServerId(n)
+    }
+
+    /// The raw number: servers of one loop are numbered from 0 in creation order.
+    pub fn get(self) -> u32 {
+        self.0
     }
 }

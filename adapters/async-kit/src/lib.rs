@@ -1,0 +1,24 @@
+//! # aioport-async-kit
+//!
+//! What the drivers for async runtimes — `aioport-tokio` and `aioport-smol` — share, so
+//! that each driver crate holds only what differs: how it waits for readiness, reads,
+//! writes and sleeps. Users reach these types through a driver crate's re-exports.
+//!
+//! * [`wake`]: the loop's ready queue and the per-socket wakers that fill it (DESIGN.md
+//!   §6): each socket's waker pushes its key once until the loop takes it, so a wake-up
+//!   costs O(ready), never O(sockets).
+//! * [`LoopHandle`]: the `Send` face of a loop (`call_soon_threadsafe`, `close_server`,
+//!   `stop`) through a bounded queue.
+//! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names.
+//! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
+//!   `SO_LINGER 0` for resets.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod remote;
+pub mod sys;
+pub mod wake;
+
+pub use error::{Error, ErrorReport, ServerId};
+pub use remote::{Command, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteCall, RemoteError};
