@@ -9,7 +9,8 @@
 //!   costs O(ready), never O(sockets).
 //! * [`LoopHandle`]: the `Send` face of a loop (`call_soon_threadsafe`, `close_server`,
 //!   `stop`) through a bounded queue.
-//! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names.
+//! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
+//!   [`ServerOptions`]: how servers listen.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
 #![forbid(unsafe_code)]
@@ -17,8 +18,10 @@
 
 mod error;
 mod remote;
+mod server;
 pub mod sys;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};
 pub use remote::{Command, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteCall, RemoteError};
+pub use server::ServerOptions;

@@ -110,7 +110,7 @@ mod server;
 mod sockets;
 
 pub use aioport_async_kit::{
-    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId,
+    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
-pub use server::{ProtocolFactory, Server, ServerOptions};
+pub use server::{ProtocolFactory, Server};

@@ -1,6 +1,6 @@
 //! Listening sockets: [`ServerOptions`], [`Server`] and the loop's listener table.
 
-use aioport_async_kit::ServerId;
+use aioport_async_kit::{ServerId, ServerOptions};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -20,79 +20,9 @@ use aioport_async_kit::wake::KeyWaker;
 /// Builds a new protocol for every accepted connection (asyncio's `protocol_factory`).
 pub type ProtocolFactory = Box<dyn FnMut() -> Box<dyn Protocol>>;
 
-/// How [`Loop::create_server`](crate::Loop::create_server) listens (the same options as
-/// the poll loop's). Defaults follow
-/// asyncio's `create_server` on Unix: backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` off,
-/// `TCP_NODELAY` on for accepted sockets.
-///
-/// ```
-/// use aioport_smol::ServerOptions;
-/// let opts = ServerOptions::default().backlog(4096).reuse_port(true);
-/// assert_eq!(opts.backlog_len(), 4096);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerOptions {
-    backlog: u32,
-    reuse_address: bool,
-    reuse_port: bool,
-    nodelay: bool,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions { backlog: 100, reuse_address: true, reuse_port: false, nodelay: true }
-    }
-}
-
-impl ServerOptions {
-    /// The listen backlog (capped by the kernel at `net.core.somaxconn`).
-    #[must_use]
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog;
-        self
-    }
-
-    /// `SO_REUSEADDR`: rebind a port whose old connections linger in `TIME_WAIT`.
-    #[must_use]
-    pub fn reuse_address(mut self, on: bool) -> Self {
-        self.reuse_address = on;
-        self
-    }
-
-    /// `SO_REUSEPORT`: several listeners (one per loop and thread) share a port and the
-    /// kernel spreads connections among them — how aioport scales past one core.
-    #[must_use]
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
-        self
-    }
-
-    /// `TCP_NODELAY` on accepted sockets (on by default, as in asyncio).
-    #[must_use]
-    pub fn nodelay(mut self, on: bool) -> Self {
-        self.nodelay = on;
-        self
-    }
-
-    /// The configured backlog.
-    pub fn backlog_len(&self) -> u32 {
-        self.backlog
-    }
-
-    pub(crate) fn nodelay_on(&self) -> bool {
-        self.nodelay
-    }
-
-    /// Binds (non-blocking) and registers with smol's reactor.
-    pub(crate) fn bind(&self, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
-        let l = aioport_async_kit::sys::tcp_listener(
-            addr,
-            self.backlog,
-            self.reuse_address,
-            self.reuse_port,
-        )?;
-        Async::new_nonblocking(l)
-    }
+/// A listener with `options`, registered with smol's reactor.
+pub(crate) fn bind(options: &ServerOptions, addr: SocketAddr) -> io::Result<Async<TcpListener>> {
+    Async::new_nonblocking(options.std_listener(addr)?)
 }
 
 /// A listening server (asyncio's `Server`): its bound addresses, and a way to stop

@@ -229,7 +229,8 @@ impl Loop {
         let mut bound = Vec::with_capacity(addrs.len());
         let mut indices = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let listening = options.bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+            let listening =
+                crate::server::bind(&options, addr).and_then(|l| Ok((l.local_addr()?, l)));
             match listening {
                 Ok((local, l)) => {
                     indices.push(self.add_listener(id, ListenSock::Tcp(l), options.nodelay_on()));

@@ -111,9 +111,9 @@ mod sockets;
 mod thread;
 
 pub use aioport_async_kit::{
-    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId,
+    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
 pub use remote_stream::RemoteStream;
-pub use server::{ProtocolFactory, Server, ServerOptions};
+pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};
