@@ -11,12 +11,15 @@
 //!   `stop`) through a bounded queue.
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
+//! * [`process`]: spawning children with the loop's pipes, watching and reaping them
+//!   through a pidfd.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;
+pub mod process;
 mod remote;
 mod server;
 pub mod sys;
