@@ -192,6 +192,9 @@ impl Loop {
                 self.report_driver(h, r);
             }
         }
+        if !self.remotes.is_empty() {
+            self.remote_served(h, now);
+        }
         self.after_registry(now);
     }
 
@@ -266,6 +269,9 @@ impl Loop {
                 break;
             }
         }
+        if !self.io.closed.is_empty() {
+            self.remotes_after_close();
+        }
     }
 
     // ----------------------------------------------------------------------------------
@@ -293,6 +299,7 @@ impl Loop {
             self.handle.shared.rearm();
             self.handle.wake();
         }
+        self.pump_remotes(now);
         while let Ok((h, result)) = self.resolved_rx.try_recv() {
             match result {
                 Ok(addrs) => self.connect_next(h, addrs, None, now),

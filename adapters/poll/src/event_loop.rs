@@ -78,6 +78,8 @@ pub struct Loop {
     pub(crate) dropped_seen: u64,
     /// Part 2 state: connect options and deadlines, foreign fds, signals.
     pub(crate) extras: crate::extras::Extras,
+    /// Remote streams: other threads' handles to transports (`remote_stream.rs`).
+    pub(crate) remotes: crate::remote_stream::Remotes,
 }
 
 impl Loop {
@@ -113,6 +115,7 @@ impl Loop {
             awaited: None,
             dropped_seen: 0,
             extras: crate::extras::Extras::default(),
+            remotes: crate::remote_stream::Remotes::default(),
         })
     }
 
