@@ -15,7 +15,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 use crate::event_loop::RunGuard;
 use crate::server::{ListenSocket, ServerEntry};
 use crate::sockets::Sock;
-use crate::{Error, Loop, Server, ServerId, ServerOptions};
+use crate::{Error, Loop, Server, ServerOptions};
 
 /// How [`Loop::create_connection_with`] connects: asyncio's `create_connection` keyword
 /// arguments that apply to a stream socket. The default is what
@@ -271,10 +271,10 @@ impl Loop {
     ) -> Result<Server, Error> {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let id = ServerId(self.servers.len() as u32);
+        let id = self.servers.next_id();
         let socket = ListenSocket::Tcp(TcpListener::from_std(listener));
         let index = self.add_listener(id, socket, options.nodelay_on())?;
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
+        self.servers.insert(ServerEntry { factory: Box::new(factory), listeners: vec![index] });
         self.io.clients.add_server(id, options.connection_limit());
         Ok(Server { id, addrs: vec![local] })
     }

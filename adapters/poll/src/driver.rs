@@ -384,7 +384,7 @@ impl Loop {
     }
 
     fn adopt(&mut self, server: ServerId, nodelay: bool, sock: Sock, peer: Option<SocketAddr>) {
-        let Some(entry) = self.servers.get_mut(server.0 as usize).and_then(Option::as_mut) else {
+        let Some(entry) = self.servers.get_mut(server) else {
             return;
         };
         let protocol = match catch_unwind(AssertUnwindSafe(|| (entry.factory)())) {
