@@ -144,7 +144,10 @@ impl Loop {
     ) -> Result<StreamHandle, Error> {
         let _guard = RunGuard::enter()?;
         let h = self.registry.connect(protocol, endpoint.clone());
-        self.extras.connect.insert(h.handle(), options);
+        if options != ConnectOptions::default() {
+            // Absent options are the defaults: a plain connect leaves the table alone.
+            self.extras.connect.insert(h.handle(), options);
+        }
         if let Some(list) = addresses {
             self.extras.addresses.insert(h.handle(), list);
         }
@@ -261,14 +264,20 @@ impl Loop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the socket cannot be made non-blocking, has no local address
-    /// (not bound) or cannot be registered.
+    /// [`Error::NotListening`] when `listen()` was never called on the socket (a
+    /// `TcpListener` built from a raw fd can be any socket); [`Error::Io`] when the socket
+    /// cannot be made non-blocking, has no local address (not bound) or cannot be
+    /// registered.
     pub fn create_server_from(
         &mut self,
         listener: std::net::TcpListener,
         factory: impl FnMut() -> Box<dyn Protocol> + 'static,
         options: ServerOptions,
     ) -> Result<Server, Error> {
+        // accept() on it fails with EINVAL: the server would never accept a connection.
+        if !sockopt::socket_acceptconn(&listener).map_err(io::Error::from)? {
+            return Err(Error::NotListening);
+        }
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let id = self.servers.next_id();

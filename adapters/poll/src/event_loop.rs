@@ -217,21 +217,7 @@ impl Loop {
         endpoint: Endpoint,
         protocol: Box<dyn Protocol>,
     ) -> Result<StreamHandle, Error> {
-        let _guard = RunGuard::enter()?;
-        let h = self.registry.connect(protocol, endpoint.clone());
-        self.awaited = Some((h.handle(), None));
-        self.after_registry(Instant::now());
-        loop {
-            if let Some((_, Some(outcome))) = &mut self.awaited {
-                let outcome = std::mem::replace(outcome, Ok(()));
-                self.awaited = None;
-                return outcome.map(|()| h).map_err(|error| Error::Connect { endpoint, error });
-            }
-            if let Err(e) = self.turn(None) {
-                self.awaited = None;
-                return Err(e);
-            }
-        }
+        self.create_connection_with(endpoint, protocol, crate::ConnectOptions::default())
     }
 
     /// Listens on every address `addr` resolves to (asyncio's `create_server`): each
