@@ -110,7 +110,9 @@ pub enum LoopError {
 }
 
 /// A callback about to be delivered, as seen by a tracer ([`Registry::set_tracer`]).
-/// Only callbacks that actually reach a protocol are traced.
+/// Only callbacks that actually reach a protocol are traced — and protocol swaps
+/// ([`Trace::ProtocolSwapped`]), which tell callbacks to the old protocol from those to
+/// the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Trace<'a> {
@@ -143,6 +145,10 @@ pub enum Trace<'a> {
     PipeConnectionLost(u32, Option<&'a ConnectionError>),
     /// `process_exited`.
     ProcessExited,
+    /// Not a callback: the protocol `set_protocol` left was installed; what follows goes
+    /// to the new protocol, which hears `pause_writing` first if the transport is still
+    /// paused (gh-109051), so flow callbacks alternate per protocol instance.
+    ProtocolSwapped,
 }
 
 /// A tracer: observes each callback just before it is delivered.
