@@ -202,8 +202,18 @@ impl<'a> Ctx<'a> {
     ///
     /// # Errors
     ///
-    /// [`HandleError`].
+    /// [`HandleError`]; [`HandleError::WrongKind`] for a connection that cannot
+    /// half-close (`can_write_eof()` is false: TLS 1.2), refused at the call as asyncio's
+    /// SSL transport raises `NotImplementedError`. The transport is unchanged then: what
+    /// was written is still sent, and `close()` ends the connection.
     pub fn write_eof<H: WriteHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        let t = self.checked(h.into(), H::KIND)?.stream_ref();
+        if t.is_some_and(|t| t.kind() == StreamKind::Socket && !t.can_write_eof()) {
+            return Err(HandleError::WrongKind {
+                expected: "connection that can half-close (can_write_eof() is true)",
+                found: "connection without half-close (TLS 1.2; use close())",
+            });
+        }
         self.act(h, |t, io, pool| t.write_eof(io, pool))
     }
 

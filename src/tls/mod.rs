@@ -111,7 +111,7 @@
 //! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted (the sink's `Io::abort`, also after a fatal error or a panic of the app); [`TlsSession::abort`] also works during the handshake |
 //! | peer's `close_notify` | EOF for the app, after the data before it; TLS 1.3 honours a keep-open answer (the app may still write, then close); TLS 1.2 closes whatever the answer |
 //! | peer's TCP EOF without `close_notify` | EOF for the app as well (asyncio does the same); the raw transport stays open while the app keeps its side open |
-//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false, and a `write_eof()` nonetheless fails the connection with `Unsupported` |
+//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false and `write_eof()` is refused at the call (`HandleError::WrongKind`, asyncio's `NotImplementedError`); the connection is unchanged, nothing written before is lost |
 //! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport, with the TLS parameters ([`TlsInfo`]) in `Extra::tls` (also in [`TlsSession::info`]) |
 //! | timers | both timeouts are the engine's protocol timer (`poll_timeout` / `handle_timeout`): virtual in the harness |
 //!
