@@ -533,6 +533,27 @@ impl<'a> Ctx<'a> {
         self.core.notices.push_back(Notice { requester, id, outcome });
     }
 
+    /// Owes `h`'s protocol a [`handle_wake`](Protocol::handle_wake), delivered once it has
+    /// no other callback due: after a [`set_protocol`](Self::set_protocol), the new
+    /// protocol's first callback even with no input (how `start_tls` starts its engine,
+    /// which never receives `connection_made`).
+    #[cfg(feature = "tls")]
+    pub(crate) fn owe_wake(&mut self, h: StreamHandle) {
+        self.core.wake(h.handle());
+    }
+
+    /// A request whose answer (given later with [`complete_request`](Self::complete_request))
+    /// goes to this callback's protocol, when that is not `h`'s: `h`'s own protocol is
+    /// being replaced, and a closure has none to hear it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn request_for_caller(&mut self, h: StreamHandle) -> (RequestId, Option<HeldRequest>) {
+        self.core.seq += 1;
+        let id = RequestId(self.core.seq);
+        let requester = self.this;
+        let asks = requester != h.handle() && self.core.entry(requester).is_ok();
+        (id, asks.then_some(HeldRequest { requester, id }))
+    }
+
     // ----------------------------------------------------------------------------------
     // Transports served by this protocol
     // ----------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ impl Core {
         if let Some(old) = old {
             self.drop_protocol(h, old);
         }
+        self.trace(h, Trace::ProtocolSwapped);
         if let Some(p) = stdin
             && let Ok(Some(t)) = self.entry_mut(p).map(Entry::stream)
         {

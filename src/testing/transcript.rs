@@ -85,6 +85,10 @@ impl fmt::Display for Event {
 pub(crate) struct Recorder {
     pub(crate) log: Vec<(Handle, Event)>,
     pub(crate) keep_data: bool,
+    /// Protocol swaps, as (index in `log` of the first event after it, handle): not
+    /// callbacks, so not in transcripts; the checker restarts the pause/resume grammar
+    /// there.
+    pub(crate) swaps: Vec<(usize, Handle)>,
 }
 
 pub(crate) type SharedRecorder = Rc<RefCell<Recorder>>;
@@ -110,6 +114,11 @@ pub(crate) fn record(reg: &mut Registry, rec: &SharedRecorder) {
             Trace::PipeDataReceived(fd, d) => Event::PipeData(fd, d.to_vec()),
             Trace::PipeConnectionLost(fd, e) => Event::PipeLost(fd, e.cloned()),
             Trace::ProcessExited => Event::Exited,
+            Trace::ProtocolSwapped => {
+                let at = rec.log.len();
+                rec.swaps.push((at, h));
+                return;
+            }
             // Trace is non-exhaustive for users; every variant the core emits is above.
             #[allow(unreachable_patterns)]
             _ => return,
@@ -172,6 +181,7 @@ struct Grammar {
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
     seen: usize,
+    swaps_seen: usize,
     grammar: BTreeMap<Handle, Grammar>,
 }
 
@@ -180,10 +190,16 @@ impl Checker {
     /// bytes against what the link carried (byte conservation).
     pub(crate) fn check(
         &mut self,
-        log: &[(Handle, Event)],
+        rec: &Recorder,
         mut data_ok: impl FnMut(Handle, &Event) -> Result<(), String>,
     ) -> Result<(), (Handle, String)> {
-        for (h, event) in &log[self.seen..] {
+        let log = &rec.log;
+        for (i, (h, event)) in log.iter().enumerate().skip(self.seen) {
+            // A new protocol starts its own pause/resume alternation (gh-109051).
+            while let Some(&(_, swapped)) = rec.swaps.get(self.swaps_seen).filter(|s| s.0 <= i) {
+                self.grammar.entry(swapped).or_default().paused = false;
+                self.swaps_seen += 1;
+            }
             let g = self.grammar.entry(*h).or_default();
             let fail = |m: &str| Err((*h, format!("{m}: {event}")));
             if g.lost {
