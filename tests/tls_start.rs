@@ -96,7 +96,10 @@ fn check(r: &mut Run, client_first: bool) {
     let (first, second) = if client_first { (&r.client, &r.server) } else { (&r.server, &r.client) };
     assert_eq!(first.borrow().paused_at_switch, Some(true), "the first side is paused");
     assert_eq!(second.borrow().paused_at_switch, Some(false));
-    assert_eq!(second.borrow().plaintext_read, PRELUDE + starttls::MARKER.len());
+    let prelude = first.borrow().prelude_written;
+    assert!(prelude < PRELUDE, "the first side paused before the whole prelude");
+    assert_eq!(second.borrow().line_at, Some(prelude));
+    assert_eq!(second.borrow().plaintext_read, prelude + starttls::MARKER.len());
     assert_eq!(second.borrow().wrong_at, None, "the prelude arrived byte for byte");
     assert_eq!(first.borrow().early, 0);
     for seen in [&r.client, &r.server] {

@@ -49,7 +49,9 @@ pub struct Tls<D> {
     conns: Conns,
 }
 
-fn configs() -> (TlsClient, TlsServer) {
+/// A client and a server configuration: an Ed25519 certificate for "localhost" made at run
+/// time, X25519.
+pub fn configs() -> (TlsClient, TlsServer) {
     let provider = Arc::new(CryptoProvider {
         kx_groups: vec![ring::kx_group::X25519],
         ..ring::default_provider()
