@@ -146,6 +146,12 @@ conformance!(on_smol, crate::smol::Smol);
 conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
 #[cfg(all(feature = "tls", feature = "testing"))]
 conformance!(tls_on_sim, crate::tls::Tls<crate::sim::Sim>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_tokio_ct, crate::tls::Tls<crate::tokio::TokioCt>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_tokio_mt, crate::tls::Tls<crate::tokio::TokioMt>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_smol, crate::tls::Tls<crate::smol::Smol>);
 
 /// The `start_tls` scenarios for a driver (feature `tls`): plain connections that
 /// upgrade themselves.

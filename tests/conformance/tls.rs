@@ -132,6 +132,18 @@ impl TlsName for crate::sim::Sim {
     const TLS_NAME: &'static str = "tls+sim";
 }
 
+impl TlsName for crate::tokio::TokioCt {
+    const TLS_NAME: &'static str = "tls+tokio-ct";
+}
+
+impl TlsName for crate::tokio::TokioMt {
+    const TLS_NAME: &'static str = "tls+tokio-mt";
+}
+
+impl TlsName for crate::smol::Smol {
+    const TLS_NAME: &'static str = "tls+smol";
+}
+
 impl<D: Driver + TlsName> Driver for Tls<D> {
     const NAME: &'static str = D::TLS_NAME;
 

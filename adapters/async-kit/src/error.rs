@@ -45,6 +45,17 @@ pub enum Error {
     /// Resolving the address to listen on failed.
     #[error("cannot resolve the address: {0}")]
     Io(#[from] io::Error),
+    /// A TLS connection could not be set up (feature `tls`): the handshake failed or timed
+    /// out, or rustls refused the configuration. The app protocol saw no callback.
+    #[cfg(feature = "tls")]
+    #[error("TLS with {endpoint:?} failed: {error}")]
+    Tls {
+        /// The peer, for a client connection.
+        endpoint: Option<Endpoint>,
+        /// Why: [`TlsError::is_certificate_error`](aioport::tls::TlsError::is_certificate_error)
+        /// tells a rejected certificate (or name) from the rest.
+        error: aioport::tls::TlsError,
+    },
 }
 
 /// What the loop hands its error hook (the loop's `set_error_handler`):

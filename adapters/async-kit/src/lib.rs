@@ -20,6 +20,8 @@ mod error;
 mod remote;
 mod server;
 pub mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};
