@@ -274,3 +274,96 @@ fn start_tls_on_a_stale_handle_is_refused() {
     assert_eq!(r, Err(aioport::HandleError::Stale));
     assert!(session.raw().is_none() && session.error().is_none());
 }
+
+// ---------------------------------------------------------------------------------------
+// The poll loop's `Loop::start_tls` (asyncio's `await loop.start_tls(...)`)
+// ---------------------------------------------------------------------------------------
+
+/// Server side of a STARTTLS exchange: plaintext until `STARTTLS\r\n` (answered with
+/// `OK\r\n` first, in plaintext), then TLS with `app`.
+struct StartTlsServer {
+    tls: Option<(aioport::tls::TlsServer, App)>,
+    line: Vec<u8>,
+}
+
+impl Protocol for StartTlsServer {
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        self.line.extend_from_slice(data);
+        let Some(end) = self.line.windows(2).position(|w| w == b"\r\n") else { return Ok(()) };
+        let rest = self.line.split_off(end + 2);
+        assert_eq!(self.line, starttls::MARKER);
+        let (tls, app) = self.tls.take().expect("once");
+        ctx.write_slice(ctx.stream(), b"OK\r\n")?;
+        ctx.start_tls(ctx.stream(), tls.engine(app)?, &rest)?;
+        Ok(())
+    }
+}
+
+/// The client before TLS: records what it reads in plaintext.
+struct Plain(Rc<RefCell<Vec<u8>>>);
+
+impl Protocol for Plain {
+    fn data_received(&mut self, _: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        self.0.borrow_mut().extend_from_slice(data);
+        Ok(())
+    }
+}
+
+#[test]
+fn poll_loop_start_tls_returns_after_the_handshake() {
+    use aioport_poll::{Loop, ServerOptions};
+    let limit = std::time::Duration::from_secs(20);
+    let pki = Pki::new();
+    let setup = Setup::new(&pki);
+    let mut lp = Loop::new().unwrap();
+    let server = setup.server(&pki);
+    let srv = lp
+        .create_server(
+            "127.0.0.1:0",
+            move || {
+                let tls = Some((server.clone(), App::echo()));
+                Box::new(StartTlsServer { tls, line: Vec::new() })
+            },
+            ServerOptions::default(),
+        )
+        .unwrap();
+    let plain = Rc::new(RefCell::new(Vec::new()));
+    let h = lp
+        .create_connection(aioport::Endpoint::Addr(srv.addr()), Box::new(Plain(plain.clone())))
+        .unwrap();
+    lp.with(|ctx| ctx.write_slice(h, starttls::MARKER)).unwrap();
+    let p = plain.clone();
+    lp.run_until_timeout(move || p.borrow().ends_with(b"OK\r\n"), limit).unwrap();
+    assert_eq!(*plain.borrow(), b"OK\r\n");
+
+    let echoed = Rc::new(RefCell::new(Vec::new()));
+    let message = b"over TLS now".to_vec();
+    let client = EchoClient { message: message.clone(), got: echoed.clone() };
+    let (app, session) = lp.start_tls(h, setup.client().engine(client).unwrap(), b"").unwrap();
+    assert_eq!(session.app(), Some(app));
+    assert_eq!(session.raw(), Some(h));
+    assert_eq!(session.info().unwrap().version, aioport::tls::rustls::ProtocolVersion::TLSv1_3);
+    let e = echoed.clone();
+    lp.run_until_timeout(move || e.borrow().len() == message.len(), limit).unwrap();
+    assert_eq!(*echoed.borrow(), b"over TLS now");
+    assert_eq!(*plain.borrow(), b"OK\r\n", "the plaintext protocol heard nothing more");
+
+    // Closing the app runs the TLS shutdown; both raw transports end.
+    lp.with(|ctx| ctx.close(app)).unwrap();
+    for _ in 0..2000 {
+        if lp.is_empty() {
+            break;
+        }
+        lp.run_once(Some(std::time::Duration::from_millis(10))).unwrap();
+    }
+    assert!(lp.is_empty(), "every transport ended");
+    assert!(session.error().is_none());
+
+    // The handle is stale now: refused, and the engine is dropped unused.
+    let engine = setup.client().engine(App::default()).unwrap();
+    let refused = lp.start_tls(h, engine, b"");
+    assert!(
+        matches!(refused, Err(aioport_poll::Error::StartTls(aioport::HandleError::Stale))),
+        "{refused:?}"
+    );
+}

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use aioport::tls::{TlsClient, TlsServer, TlsSession};
+use aioport::tls::{TlsClient, TlsEngine, TlsServer, TlsSession};
 use aioport::{Endpoint, Protocol, StreamHandle};
 use aioport_async_kit::tls::{handshake_outcome, server_factory};
 
@@ -99,6 +99,38 @@ impl Loop {
         match handshake_outcome(&session, &self.registry) {
             Some(Ok(app)) => Ok((app, session)),
             Some(Err(error)) => Err(tls_error(error)),
+            None => unreachable!("the run returned before the handshake's outcome"),
+        }
+    }
+
+    /// Upgrades the open stream transport `h` to TLS and returns once the handshake
+    /// completed (asyncio's `await loop.start_tls(transport, protocol, sslcontext)`, for
+    /// STARTTLS): `engine` (from [`TlsClient::engine`] or [`TlsServer::engine`], with the
+    /// app protocol that runs over TLS) takes `h` over through the protocol swap, as
+    /// [`Ctx::start_tls`](aioport::Ctx::start_tls) describes — what was written to `h`
+    /// goes out first, in plaintext; `received` are bytes already read past the upgrade
+    /// point; the paused state is inherited. Returns the app's transport (its
+    /// `connection_made` was delivered) and the session. From inside a callback use
+    /// `Ctx::start_tls`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StartTls`] when `h` names no live stream transport (nothing changed);
+    /// [`Error::Tls`] when the handshake failed (`h` failed with it; the app saw no
+    /// callback).
+    pub async fn start_tls(
+        &mut self,
+        h: StreamHandle,
+        engine: TlsEngine,
+        received: &[u8],
+    ) -> Result<(StreamHandle, TlsSession), Error> {
+        let session = engine.session();
+        self.with(|ctx| ctx.start_tls(h, engine, received)).map_err(Error::StartTls)?;
+        // The engine's handshake timer bounds this wait (unless the options removed it).
+        self.run(false, |lp| handshake_outcome(&session, &lp.registry).is_some()).await;
+        match handshake_outcome(&session, &self.registry) {
+            Some(Ok(app)) => Ok((app, session)),
+            Some(Err(error)) => Err(Error::Tls { endpoint: None, error }),
             None => unreachable!("the run returned before the handshake's outcome"),
         }
     }

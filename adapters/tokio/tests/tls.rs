@@ -171,3 +171,70 @@ fn echo_over_a_tls_unix_server_then_clean_close() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Plaintext until `STARTTLS\r\n`, then TLS (an echo) on the same connection.
+struct Upgrading {
+    tls: Option<TlsServer>,
+    seen: Rc<RefCell<Seen>>,
+    line: Vec<u8>,
+}
+
+impl Protocol for Upgrading {
+    fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        self.line.extend_from_slice(data);
+        if self.line.len() < 10 {
+            return Ok(());
+        }
+        let rest = self.line.split_off(10);
+        assert_eq!(self.line, b"STARTTLS\r\n");
+        let tls = self.tls.take().expect("once");
+        let engine = tls.engine(app(&self.seen, true, b"", 0))?;
+        ctx.start_tls(ctx.stream(), engine, &rest)?;
+        Ok(())
+    }
+}
+
+/// The client before TLS: says nothing, hears nothing.
+struct Quiet;
+impl Protocol for Quiet {}
+
+#[test]
+fn loop_start_tls_after_a_plaintext_line_returns_after_the_handshake() {
+    runtime().block_on(async {
+        let pki = Pki::new();
+        let mut lp = Loop::new();
+        let server_seen = Rc::new(RefCell::new(Seen::default()));
+        let (s, tls) = (server_seen.clone(), pki.server());
+        let srv = lp
+            .create_server(
+                "127.0.0.1:0",
+                move || {
+                    let tls = Some(tls.clone());
+                    Box::new(Upgrading { tls, seen: s.clone(), line: Vec::new() })
+                },
+                ServerOptions::default(),
+            )
+            .await
+            .unwrap();
+        let h = lp.create_connection(Endpoint::Addr(srv.addr()), Box::new(Quiet)).await.unwrap();
+        // The line, and right behind it our ClientHello: the server hands what it read
+        // past the line to its engine.
+        lp.with(|ctx| ctx.write_slice(h, b"STARTTLS\r\n")).unwrap();
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        let message = b"upgraded";
+        let engine = pki.client("localhost").engine(app(&seen, false, message, message.len())).unwrap();
+        let (app_h, session) = lp.start_tls(h, engine, b"").await.unwrap();
+        assert_eq!(session.app(), Some(app_h));
+        assert_eq!(session.raw(), Some(h));
+        let (a, b) = (seen.clone(), server_seen.clone());
+        lp.run_until_timeout(move || a.borrow().lost.is_some() && b.borrow().lost.is_some(), LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(seen.borrow().data, message);
+        assert_eq!(server_seen.borrow().data, message);
+        assert!(matches!(seen.borrow().lost, Some(None)));
+        // The handle is stale now: refused.
+        let engine = pki.client("localhost").engine(Quiet).unwrap();
+        assert!(matches!(lp.start_tls(h, engine, b"").await, Err(Error::StartTls(_))));
+    });
+}
