@@ -110,9 +110,8 @@ pub enum LoopError {
 }
 
 /// A callback about to be delivered, as seen by a tracer ([`Registry::set_tracer`]).
-/// Only callbacks that actually reach a protocol are traced — and protocol swaps
-/// ([`Trace::ProtocolSwapped`]), which tell callbacks to the old protocol from those to
-/// the new one.
+/// Only callbacks that actually reach a protocol are traced, and one event that is not a
+/// callback: [`ProtocolSwapped`](Trace::ProtocolSwapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Trace<'a> {
@@ -145,9 +144,9 @@ pub enum Trace<'a> {
     PipeConnectionLost(u32, Option<&'a ConnectionError>),
     /// `process_exited`.
     ProcessExited,
-    /// Not a callback: the protocol `set_protocol` left was installed; what follows goes
-    /// to the new protocol, which hears `pause_writing` first if the transport is still
-    /// paused (gh-109051), so flow callbacks alternate per protocol instance.
+    /// Not a callback: a replacement protocol (`set_protocol`, `start_tls`) was installed;
+    /// the callbacks that follow go to it. Its pause/resume alternation starts afresh (it
+    /// first receives `pause_writing` if the transport is paused, gh-109051).
     ProtocolSwapped,
 }
 

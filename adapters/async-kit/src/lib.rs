@@ -23,6 +23,8 @@ pub mod process;
 mod remote;
 mod server;
 pub mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};
