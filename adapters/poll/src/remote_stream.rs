@@ -505,9 +505,17 @@ impl Loop {
     /// [`HandleError::Stale`] when `h` names no transport of this loop,
     /// [`HandleError::Connecting`] while it is still connecting (ask again once
     /// `request_completed` reported the connection), [`HandleError::WrongKind`] for a
-    /// transport that is not a stream.
+    /// transport that is not a stream, or for a TLS app transport (served by the TLS
+    /// engine, not by this loop: the loop would not see it end; write to it through
+    /// [`LoopHandle::call_soon_threadsafe`](crate::LoopHandle::call_soon_threadsafe)).
     pub fn remote_stream(&mut self, h: StreamHandle) -> Result<RemoteStream, HandleError> {
         self.with(|ctx| ctx.write_buffer_size(h))?;
+        if self.registry.interest(h.handle()).is_err() {
+            return Err(HandleError::WrongKind {
+                expected: "stream driven by the loop",
+                found: "stream served by a protocol (TLS)",
+            });
+        }
         let state =
             self.remotes.streams.entry(h.handle()).or_insert_with(|| RemoteState::new(h)).clone();
         self.publish_remote(&state);
