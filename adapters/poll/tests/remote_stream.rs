@@ -205,7 +205,7 @@ fn slow_reader_keeps_the_queue_at_high_water() {
         let mut full = None;
         let mut largest = 0;
         while at < TOTAL {
-            match r.write(pattern(at, CHUNK), Duration::from_millis(200)) {
+            match r.write(pattern(at, CHUNK), Duration::from_millis(500)) {
                 Ok(()) => at += CHUNK,
                 Err(WriteError::BufferFull { buffered, limit, .. }) => {
                     full = Some((buffered, limit));
@@ -220,7 +220,17 @@ fn slow_reader_keeps_the_queue_at_high_water() {
     });
     run_until_done(&mut lp, &blocked);
     let (written, full, largest) = writer.join().unwrap();
-    let Some((buffered, limit)) = full else { panic!("{written} bytes went out unread") };
+    assert!(full.is_some(), "{written} bytes went out unread");
+    // A few more iterations: whatever the loop could still move in, it moves now; the
+    // queue stays full all the same.
+    for _ in 0..3 {
+        lp.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    let Err(WriteError::BufferFull { buffered, limit, .. }) =
+        remote.try_write(pattern(written, CHUNK))
+    else {
+        panic!("the queue had room again: the socket was not full");
+    };
     assert_eq!(limit, HIGH);
     assert!(buffered <= HIGH && buffered > HIGH - CHUNK, "queue holds {buffered}");
     // The transport stopped taking writes at high water; what waits in the queue counts
@@ -369,7 +379,7 @@ fn abort_from_another_thread_drops_what_is_queued() {
         let mut at = 0;
         // Until the queue is full: the peer does not read.
         while at < 64 * 1024 * 1024 {
-            match remote.write(pattern(at, CHUNK), Duration::from_millis(200)) {
+            match remote.write(pattern(at, CHUNK), Duration::from_millis(500)) {
                 Ok(()) => at += CHUNK,
                 Err(WriteError::BufferFull { .. }) => break,
                 Err(e) => panic!("{e}"),

@@ -13,7 +13,7 @@
 //! ones (for plain threads, the poll loop's usual callers) park the thread with a waker
 //! that unparks it, bounded by the caller's timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,11 +21,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use aioport::{Handle, HandleError, StreamHandle, WriteError};
+use aioport::{StreamHandle, WriteError};
 use bytes::Bytes;
 
+use crate::Error;
 use crate::remote::LoopHandle;
-use crate::{Error, Loop};
 
 /// An ordered command.
 enum Op {
@@ -143,12 +143,12 @@ impl Wake for Unpark {
     }
 }
 
-/// A `Send + Sync + Clone` handle to one stream transport of a [`Loop`], for other
-/// threads: write (waiting while the peer does not keep up), `write_eof`, close, abort,
-/// pause and resume reading, wait for the buffer to drain or for the connection to end.
-/// Made by [`Loop::remote_stream`]; the same type and methods as `aioport-tokio`'s, with
-/// blocking waits bounded by a timeout beside the `async` ones (which need no runtime:
-/// they are woken by the loop's thread).
+/// A `Send + Sync + Clone` handle to one stream transport of a [`Loop`](crate::Loop),
+/// for other threads: write (waiting while the peer does not keep up), `write_eof`,
+/// close, abort, pause and resume reading, wait for the buffer to drain or for the
+/// connection to end. Made by [`Loop::remote_stream`](crate::Loop::remote_stream); the
+/// same type and methods as `aioport-tokio`'s, with blocking waits bounded by a timeout
+/// beside the `async` ones (which need no runtime: they are woken by the loop's thread).
 ///
 /// * Writes go through a queue bounded in bytes at the transport's high-water mark:
 ///   [`try_write`](Self::try_write) returns [`WriteError::BufferFull`] when it is full,
@@ -198,7 +198,7 @@ pub struct RemoteStream {
 }
 
 impl RemoteStream {
-    /// The transport's handle (for [`Loop::with`] and callbacks).
+    /// The transport's handle (for [`Loop::with`](crate::Loop::with) and callbacks).
     pub fn handle(&self) -> StreamHandle {
         self.state.handle
     }
@@ -466,231 +466,8 @@ impl fmt::Debug for RemoteStream {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The loop's side
-// ---------------------------------------------------------------------------------------
-
-/// The loop's remote stream states. Dropping the loop closes them all: their waiters
-/// return instead of waiting for a loop that is gone.
-#[derive(Default)]
-pub(crate) struct Remotes {
-    streams: HashMap<Handle, Arc<RemoteState>>,
-    /// Where remote streams list themselves when they have commands.
-    queue: RemoteQueue,
-    /// The list taken from `queue` (kept for its allocation).
-    taken: Vec<Arc<RemoteState>>,
-}
-
-impl Remotes {
-    /// No transport has a remote stream: the loop skips the remote bookkeeping.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.streams.is_empty()
-    }
-}
-
-impl Drop for Remotes {
-    fn drop(&mut self) {
-        for state in self.streams.values() {
-            state.lock().close_for_good();
-        }
-    }
-}
-
-impl Loop {
-    /// A `Send` handle to the stream transport `h` for other threads (see
-    /// [`RemoteStream`]). Every call for the same transport shares one queue.
-    ///
-    /// # Errors
-    ///
-    /// [`HandleError::Stale`] when `h` names no transport of this loop,
-    /// [`HandleError::Connecting`] while it is still connecting (ask again once
-    /// `request_completed` reported the connection), [`HandleError::WrongKind`] for a
-    /// transport that is not a stream.
-    pub fn remote_stream(&mut self, h: StreamHandle) -> Result<RemoteStream, HandleError> {
-        self.with(|ctx| ctx.write_buffer_size(h))?;
-        let state =
-            self.remotes.streams.entry(h.handle()).or_insert_with(|| RemoteState::new(h)).clone();
-        self.publish_remote(&state);
-        Ok(RemoteStream { state, lp: self.handle.clone(), queue: self.remotes.queue.clone() })
-    }
-
-    /// On a wake-up: applies what other threads asked.
-    pub(crate) fn pump_remotes(&mut self, now: Instant) {
-        let mut taken = std::mem::take(&mut self.remotes.taken);
-        std::mem::swap(
-            &mut *self.remotes.queue.lock().unwrap_or_else(|e| e.into_inner()),
-            &mut taken,
-        );
-        for state in taken.drain(..) {
-            self.pump_remote(&state, now);
-        }
-        self.remotes.taken = taken;
-    }
-
-    /// After serving `h`: room its flush made moves writes in from its remote queue, and
-    /// its waiters learn the new size.
-    pub(crate) fn remote_served(&mut self, h: Handle, now: Instant) {
-        if let Some(state) = self.remotes.streams.get(&h).cloned() {
-            self.pump_remote(&state, now);
-        }
-    }
-
-    /// Applies what other threads asked of `state`'s transport: abort and reading at once,
-    /// then writes, `write_eof` and `close` in order while the transport's own queue is
-    /// below high water (an empty one always takes a write). What stays queued is the
-    /// transport's external pending bytes.
-    fn pump_remote(&mut self, state: &Arc<RemoteState>, now: Instant) {
-        let h = state.handle;
-        let Ok(t) = self.registry.transport(h.handle()) else {
-            return self.publish_remote(state);
-        };
-        let high = t.write_buffer_limits().high();
-        let size = t.write_buffer_size();
-        let (abort, reading, ops, queued, external) = {
-            let mut inner = state.lock();
-            inner.scheduled = false;
-            let mut own = size.saturating_sub(inner.external);
-            let abort = std::mem::take(&mut inner.abort);
-            let reading = inner.reading.take();
-            let mut ops = Vec::new();
-            while let Some(op) = inner.ops.pop_front() {
-                if let Op::Write(b) = &op {
-                    if own > 0 && own >= high {
-                        inner.ops.push_front(op);
-                        break;
-                    }
-                    own += b.len();
-                    inner.queued -= b.len();
-                }
-                ops.push(op);
-            }
-            (abort, reading, ops, inner.queued, inner.external)
-        };
-        if abort || reading.is_some() || !ops.is_empty() {
-            self.registry.enter(now, &mut self.io, |ctx| {
-                if abort {
-                    let _ = ctx.abort(h);
-                    return;
-                }
-                // Errors here (the transport closing or lost) reach the writer through
-                // the published state: `closing`, then `closed`.
-                match reading {
-                    Some(true) => drop(ctx.resume_reading(h)),
-                    Some(false) => drop(ctx.pause_reading(h)),
-                    None => {}
-                }
-                for op in ops {
-                    let _ = match op {
-                        Op::Write(b) => ctx.write(h, b).map_err(drop),
-                        Op::WriteEof => ctx.write_eof(h).map_err(drop),
-                        Op::Close => ctx.close(h).map_err(drop),
-                    };
-                }
-            });
-        }
-        if queued != external
-            && self.registry.set_external_pending(h.handle(), queued, now, &mut self.io).is_ok()
-        {
-            state.lock().external = queued;
-        }
-        self.publish_remote(state);
-    }
-
-    /// Tells the remote side the transport's size, limits and state, and wakes whoever
-    /// waits for them. A transport that is gone is closed for good.
-    fn publish_remote(&mut self, state: &Arc<RemoteState>) {
-        let h = state.handle.handle();
-        let mut inner = state.lock();
-        match self.registry.transport(h) {
-            Ok(t) => {
-                let limits = t.write_buffer_limits();
-                inner.high = limits.high();
-                inner.low = limits.low();
-                // The transport counts `external` of the queued bytes; the rest arrived
-                // since the last pump.
-                let size = t.write_buffer_size();
-                inner.size = size - inner.external.min(size) + inner.queued;
-                inner.closing |= t.is_closing();
-                inner.wake_waiters();
-            }
-            Err(_) => {
-                inner.close_for_good();
-                self.remotes.streams.remove(&h);
-            }
-        }
-    }
-
-    /// After a registry call: transports whose socket closed tell their remote streams
-    /// once `connection_lost` ran.
-    pub(crate) fn remotes_after_close(&mut self) {
-        if self.remotes.streams.is_empty() {
-            self.io.closed.clear();
-            return;
-        }
-        let mut closed = std::mem::take(&mut self.io.closed);
-        closed.retain(|h| {
-            let Some(state) = self.remotes.streams.get(h).cloned() else { return false };
-            if self.registry.transport(*h).is_ok() {
-                // connection_lost not delivered yet: look again after the next call.
-                return true;
-            }
-            self.publish_remote(&state);
-            false
-        });
-        self.io.closed.append(&mut closed);
-    }
-}
-
+mod pump;
 #[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
-    use std::time::Duration;
+mod tests;
 
-    use aioport::{CallbackResult, ConnectionError, Ctx, Endpoint, Protocol};
-
-    use crate::{Loop, ServerOptions};
-
-    /// Counts ended connections.
-    struct Counted(Rc<Cell<usize>>);
-    impl Protocol for Counted {
-        fn connection_lost(
-            &mut self,
-            _: &mut Ctx<'_>,
-            _: Option<ConnectionError>,
-        ) -> CallbackResult {
-            self.0.set(self.0.get() + 1);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn ended_transports_leave_no_remote_state_behind() {
-        const CONNECTIONS: usize = 200;
-        let mut lp = Loop::new().unwrap();
-        let server = lp
-            .create_server(
-                "127.0.0.1:0",
-                || Box::new(Counted(Rc::default())),
-                ServerOptions::default(),
-            )
-            .unwrap();
-        let lost = Rc::new(Cell::new(0));
-        let mut remotes = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let p = Box::new(Counted(lost.clone()));
-            let h = lp.create_connection(Endpoint::Addr(server.addr()), p).unwrap();
-            remotes.push(lp.remote_stream(h).unwrap());
-        }
-        assert_eq!(lp.remotes.streams.len(), CONNECTIONS);
-        // Half close from here, half from the peer's side (the server's clients).
-        for r in &remotes[..CONNECTIONS / 2] {
-            r.close();
-        }
-        lp.close_clients(server.id());
-        lp.run_until_timeout(|| lost.get() == CONNECTIONS, Duration::from_secs(10)).unwrap();
-        assert!(remotes.iter().all(|r| r.wait_closed(Duration::ZERO).is_ok()));
-        assert!(lp.remotes.streams.is_empty());
-        assert!(lp.io.closed.is_empty());
-    }
-}
+pub(crate) use pump::Remotes;
