@@ -141,7 +141,8 @@ fn on_poll(c: &Configs, size: usize, rounds: usize) -> f64 {
         .create_tls_server("127.0.0.1:0", server, |_| Box::new(Echo), ServerOptions::default())
         .expect("listen");
     let progress = Rc::new(Progress::default());
-    let client = PingPong { message: vec![0x5a; size].into(), rounds, got: 0, progress: progress.clone() };
+    let client =
+        PingPong { message: vec![0x5a; size].into(), rounds, got: 0, progress: progress.clone() };
     let tls = TlsClient::new(c.client.clone(), "localhost").expect("name");
     lp.create_tls_connection(Endpoint::Addr(srv.addr()), &tls, Box::new(client)).expect("connect");
     lp.run_until_timeout(|| progress.end.get().is_some(), LIMIT).expect("round trips");
@@ -163,8 +164,12 @@ fn on_tokio(c: &Configs, size: usize, rounds: usize) -> f64 {
             .await
             .expect("listen");
         let progress = Rc::new(Progress::default());
-        let client =
-            PingPong { message: vec![0x5a; size].into(), rounds, got: 0, progress: progress.clone() };
+        let client = PingPong {
+            message: vec![0x5a; size].into(),
+            rounds,
+            got: 0,
+            progress: progress.clone(),
+        };
         let tls = TlsClient::new(c.client.clone(), "localhost").expect("name");
         lp.create_tls_connection(Endpoint::Addr(srv.addr()), &tls, Box::new(client))
             .await
@@ -244,13 +249,24 @@ fn main() {
     }
     let rounds = if quick { 2 } else { 7 };
     // (message size, round trips per measurement)
-    let sizes: [(usize, usize); 2] =
-        if quick { [(1024, 2_000), (64 * 1024, 200)] } else { [(1024, 100_000), (64 * 1024, 10_000)] };
+    let sizes: [(usize, usize); 2] = if quick {
+        [(1024, 2_000), (64 * 1024, 200)]
+    } else {
+        [(1024, 100_000), (64 * 1024, 10_000)]
+    };
     let c = configs();
-    println!("bench_tls_echo: TLS 1.3 request/response echo, both ends on one thread, {rounds} rounds");
+    println!(
+        "bench_tls_echo: TLS 1.3 request/response echo, both ends on one thread, {rounds} rounds"
+    );
     println!(
         "{:>8} {:>10} {:>12} {:>12} {:>12} {:>22} {:>22}",
-        "message", "trips", "poll /s", "tokio /s", "plain /s", "poll/plain (min-max)", "tokio/plain (min-max)"
+        "message",
+        "trips",
+        "poll /s",
+        "tokio /s",
+        "plain /s",
+        "poll/plain (min-max)",
+        "tokio/plain (min-max)"
     );
     for (size, trips) in sizes {
         let (mut p, mut t, mut b) = (Vec::new(), Vec::new(), Vec::new());

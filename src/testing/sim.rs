@@ -226,7 +226,8 @@ impl Sim {
     /// A simulation with faults.
     pub fn with_config(now: Instant, config: SimConfig) -> Self {
         let mut reg = Registry::new(now);
-        let rec = Rc::new(RefCell::new(Recorder { keep_data: config.keep_data, ..Recorder::default() }));
+        let rec =
+            Rc::new(RefCell::new(Recorder { keep_data: config.keep_data, ..Recorder::default() }));
         record(&mut reg, &rec);
         let mut net = Net::new(Rng::new(config.seed), config.faults, now);
         net.dgram.faults = config.dgram;
