@@ -309,6 +309,10 @@
 //! | 3.13's `wait()` resolves only at `connection_lost`, so a grandchild holding stdout hangs it | `process_exited` and `Ctx::returncode` at the exit itself (3.12 and gh-119710 behaviour) |
 //! | `get_pid()` is known before `connection_made` | the pid is known from the driver's `handle_spawned`, which is also what delivers `connection_made`; a signal before it is `SignalError::NotSpawned` |
 //! | `get_returncode()` works after `connection_lost` | the handle is stale then; read the code in `process_exited` |
+//! | SSL `write_eof()` raises `NotImplementedError` (no half-close, cpython#86366) | TLS 1.3: `close_notify`, reading continues; TLS 1.2: `can_write_eof()` false and `write_eof()` refused at the call ([`HandleError::WrongKind`]), the transport unchanged (feature `tls`) |
+//! | `start_tls` on a transport paused for writing: the SSL protocol later gets `resume_writing` without a pause and asserts (gh-109051, uvloop#564) | the engine's first flow callback is `pause_writing` (the protocol swap's rule), `resume_writing` follows when the transport drains |
+//! | `start_tls` takes no bytes already read: what a protocol read past the upgrade point cannot be handed over | `Ctx::start_tls(h, engine, received)` feeds `received` to the engine first |
+//! | `await start_tls(...)` returns the new transport to the caller; the protocol object, unchanged, saw `connection_made` once | the app protocol (a new object) receives `connection_made` with its new transport; a controlling protocol on another transport also hears `request_completed`; the drivers' `Loop::start_tls` returns the transport |
 //!
 //! `tests/asyncio_diff.rs` replays 341 scripts recorded from CPython 3.13's real
 //! `_SelectorSocketTransport` and checks every step against aioport, applying exactly these
@@ -321,7 +325,9 @@
 //! sees an ordinary stream transport whose sends go synchronously into the engine's sink
 //! (an [`Io`] without access to the loop, so nothing re-enters), and which wakes the engine
 //! through [`Protocol::handle_wake`]. With the `tls` feature, `aioport::tls` is that
-//! engine, on rustls: the app protocol runs unchanged over TLS.
+//! engine, on rustls: the app protocol runs unchanged over TLS. `Ctx::start_tls` puts
+//! the engine under a connection that is already open (STARTTLS), through the protocol
+//! swap ([`Ctx::set_protocol`]'s rules).
 #![forbid(unsafe_code)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 #![warn(missing_docs)]

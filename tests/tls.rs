@@ -18,8 +18,8 @@ use aioport::testing::{Event, Sim, SimConfig};
 use aioport::tls::rustls::{self, CertificateError, ProtocolVersion};
 use aioport::tls::{TlsError, TlsOptions, TlsSession};
 use aioport::{
-    CallbackResult, ConnectionError, Ctx, Extra, Handle, HandleError, Io, LoopError, Protocol, StreamHandle,
-    WriteError,
+    CallbackResult, ConnectionError, Ctx, Extra, Handle, HandleError, Io, LoopError, Protocol,
+    StreamHandle, WriteError,
 };
 
 use support::*;

@@ -541,8 +541,7 @@ fn our_client_with_python_asyncio_server_they_close_first() {
         let certs = Certs::new();
         let cmd = python().unwrap();
         let (ca, leaf, key) = (certs.path("ca.pem"), certs.path("leaf.pem"), certs.path("key.pem"));
-        let mut peer =
-            python_peer(&certs, cmd, &[&"server", &version.python(), &ca, &leaf, &key]);
+        let mut peer = python_peer(&certs, cmd, &[&"server", &version.python(), &ca, &leaf, &key]);
         let ready = peer.line("READY ");
         let port: u16 = ready["READY ".len()..].trim().parse().unwrap();
 

@@ -7,10 +7,10 @@
 //! handshake. The same scenario runs on every driver in the conformance suite
 //! (`start_tls_*`).
 
-#[path = "tls/support.rs"]
-mod support;
 #[path = "support/starttls.rs"]
 mod starttls;
+#[path = "tls/support.rs"]
+mod support;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -93,7 +93,8 @@ fn run(
 /// nothing of the TLS records taken as plaintext), the first side paused at its switch,
 /// the handshake and the echo over TLS, both layers ended cleanly.
 fn check(r: &mut Run, client_first: bool) {
-    let (first, second) = if client_first { (&r.client, &r.server) } else { (&r.server, &r.client) };
+    let (first, second) =
+        if client_first { (&r.client, &r.server) } else { (&r.server, &r.client) };
     assert_eq!(first.borrow().paused_at_switch, Some(true), "the first side is paused");
     assert_eq!(second.borrow().paused_at_switch, Some(false));
     let prelude = first.borrow().prelude_written;
@@ -227,11 +228,8 @@ fn start_tls_from_another_transport_reports_the_outcome_to_the_caller() {
     sim.run_until_idle();
     let (ca, sa) = (cs.app().expect("client app"), ss.app().expect("server app"));
     let ids = ids.borrow();
-    let requests: Vec<Event> = sim
-        .transcript(ctrl)
-        .into_iter()
-        .filter(|e| matches!(e, Event::Request(..)))
-        .collect();
+    let requests: Vec<Event> =
+        sim.transcript(ctrl).into_iter().filter(|e| matches!(e, Event::Request(..))).collect();
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert!(requests.contains(&Event::Request(ids[0], Ok(ca))));
     assert!(requests.contains(&Event::Request(ids[1], Ok(sa))));

@@ -546,7 +546,10 @@ impl<'a> Ctx<'a> {
     /// goes to this callback's protocol, when that is not `h`'s: `h`'s own protocol is
     /// being replaced, and a closure has none to hear it.
     #[cfg(feature = "tls")]
-    pub(crate) fn request_for_caller(&mut self, h: StreamHandle) -> (RequestId, Option<HeldRequest>) {
+    pub(crate) fn request_for_caller(
+        &mut self,
+        h: StreamHandle,
+    ) -> (RequestId, Option<HeldRequest>) {
         self.core.seq += 1;
         let id = RequestId(self.core.seq);
         let requester = self.this;

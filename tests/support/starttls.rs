@@ -83,7 +83,14 @@ impl Upgrader {
         let seen = UpgradeShared::default();
         let app = Some(app);
         let switch_on_pause = false;
-        let p = Upgrader { tls: Some(tls), first, max_prelude, app, seen: seen.clone(), switch_on_pause };
+        let p = Upgrader {
+            tls: Some(tls),
+            first,
+            max_prelude,
+            app,
+            seen: seen.clone(),
+            switch_on_pause,
+        };
         (p, seen)
     }
 

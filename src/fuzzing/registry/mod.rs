@@ -64,6 +64,8 @@ impl Run {
                     }
                     Traced::Lost
                 }
+                // Not a callback: the per-protocol checks (`heard`) follow swaps.
+                Trace::ProtocolSwapped => return,
                 _ => Traced::Other,
             };
             if w.known.borrow().iter().any(|k| k.h == h && k.poisoned) {
