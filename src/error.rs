@@ -83,6 +83,12 @@ pub enum HandleError {
         /// The kind of the transport the handle names.
         found: &'static str,
     },
+    /// The transport is live and of the right kind, but the call is not allowed in its
+    /// current state (asyncio's `RuntimeError`): for example
+    /// [`start_tls`](crate::Ctx::start_tls) on a closing transport, or while another
+    /// protocol swap is pending.
+    #[error("not allowed now: {0}")]
+    InvalidState(&'static str),
 }
 
 /// `set_write_buffer_limits(high, low)` was refused (asyncio's `ValueError`).

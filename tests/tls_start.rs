@@ -273,6 +273,55 @@ fn start_tls_on_a_stale_handle_is_refused() {
     assert!(session.raw().is_none() && session.error().is_none());
 }
 
+/// Refused at the call, with nothing changed: a closing transport, a second `start_tls`
+/// while the first swap is pending (its request would never be answered), and the raw
+/// transport of a connection TLS already runs on (its app transport would be orphaned).
+/// The session knows its raw transport at once, so `abort` works before the handshake.
+#[test]
+fn start_tls_refuses_closing_pending_and_already_tls_transports() {
+    use aioport::HandleError::InvalidState;
+    let pki = Pki::new();
+    let setup = Setup::new(&pki);
+    let mut sim = Sim::new(t0(), 13);
+
+    let (a, _b) = sim.pair(Quiet, Quiet);
+    sim.run_until_idle();
+    let engine = setup.client().engine(App::default()).unwrap();
+    let session = engine.session();
+    let r = sim.enter(|ctx| {
+        ctx.close(a)?;
+        Ok::<_, aioport::HandleError>(ctx.start_tls(a, engine, b""))
+    });
+    assert!(matches!(r, Ok(Err(InvalidState(_)))), "{r:?}");
+    assert!(session.raw().is_none() && session.error().is_none());
+
+    // Two upgrades in one callback: the second is refused, the first completes.
+    let (a, b) = sim.pair(Quiet, Quiet);
+    sim.run_until_idle();
+    let first = setup.client().engine(App::default()).unwrap();
+    let second = setup.client().engine(App::default()).unwrap();
+    let (s1, s2) = (first.session(), second.session());
+    let server = setup.server(&pki).engine(App::default()).unwrap();
+    let r = sim.enter(|ctx| {
+        ctx.start_tls(a, first, b"")?;
+        assert_eq!(s1.raw(), Some(a), "the session knows its raw transport at once");
+        let refused = ctx.start_tls(a, second, b"");
+        ctx.start_tls(b, server, b"")?;
+        Ok::<_, aioport::HandleError>(refused)
+    });
+    assert!(matches!(r, Ok(Err(InvalidState(_)))), "{r:?}");
+    sim.run_until_idle();
+    assert!(s1.app().is_some(), "the first upgrade completed: {:?}", s1.error());
+    assert!(s2.raw().is_none() && s2.app().is_none());
+
+    // TLS runs on `a` now: a second layer on the same raw transport is refused.
+    let third = setup.client().engine(App::default()).unwrap();
+    let r = sim.enter(|ctx| ctx.start_tls(a, third, b""));
+    assert!(matches!(r, Err(InvalidState(_))), "{r:?}");
+    let app = s1.app().unwrap();
+    assert_eq!(sim.enter(|ctx| ctx.is_closing(app)), Ok(false), "the app transport is untouched");
+}
+
 // ---------------------------------------------------------------------------------------
 // The poll loop's `Loop::start_tls` (asyncio's `await loop.start_tls(...)`)
 // ---------------------------------------------------------------------------------------
@@ -364,4 +413,48 @@ fn poll_loop_start_tls_returns_after_the_handshake() {
         matches!(refused, Err(aioport_poll::Error::StartTls(aioport::HandleError::Stale))),
         "{refused:?}"
     );
+}
+
+/// STARTTLS inside a TLS connection (asyncio allows `start_tls` on an SSL transport): the
+/// upgraded transport is the outer TLS's app transport, which the outer engine serves.
+/// `Loop::start_tls` waits for the inner handshake and returns the inner app transport.
+#[test]
+fn poll_loop_start_tls_inside_tls() {
+    use aioport_poll::{Loop, ServerOptions};
+    let limit = std::time::Duration::from_secs(20);
+    let pki = Pki::new();
+    let setup = Setup::new(&pki);
+    let mut lp = Loop::new().unwrap();
+    let (outer, inner) = (setup.server(&pki), setup.server(&pki));
+    let srv = lp
+        .create_tls_server(
+            "127.0.0.1:0",
+            outer,
+            move |_| {
+                let tls = Some((inner.clone(), App::echo()));
+                Box::new(StartTlsServer { tls, line: Vec::new() })
+            },
+            ServerOptions::default(),
+        )
+        .unwrap();
+    let plain = Rc::new(RefCell::new(Vec::new()));
+    let (h, _outer) = lp
+        .create_tls_connection(
+            aioport::Endpoint::Addr(srv.addr()),
+            &setup.client(),
+            Box::new(Plain(plain.clone())),
+        )
+        .unwrap();
+    lp.with(|ctx| ctx.write_slice(h, starttls::MARKER)).unwrap();
+    let p = plain.clone();
+    lp.run_until_timeout(move || p.borrow().ends_with(b"OK\r\n"), limit).unwrap();
+
+    let echoed = Rc::new(RefCell::new(Vec::new()));
+    let message = b"TLS in TLS".to_vec();
+    let client = EchoClient { message: message.clone(), got: echoed.clone() };
+    let (app, session) = lp.start_tls(h, setup.client().engine(client).unwrap(), b"").unwrap();
+    assert_eq!(session.app(), Some(app));
+    let e = echoed.clone();
+    lp.run_until_timeout(move || e.borrow().len() == message.len(), limit).unwrap();
+    assert_eq!(*echoed.borrow(), b"TLS in TLS");
 }

@@ -542,6 +542,25 @@ impl<'a> Ctx<'a> {
         self.core.wake(h.handle());
     }
 
+    /// Why `h`'s protocol cannot be replaced by a TLS engine now, if it cannot: closing,
+    /// a swap already pending (the first engine's request would never be answered), or a
+    /// protocol that serves other transports (they would be orphaned).
+    #[cfg(feature = "tls")]
+    pub(crate) fn check_upgradable(&self, h: StreamHandle) -> Result<(), HandleError> {
+        let closing = self.is_closing(h)?;
+        let h = h.handle();
+        let refusal = if closing {
+            "start_tls on a closing transport"
+        } else if self.core.swap_pending(h) {
+            "start_tls while a protocol swap (set_protocol or start_tls) is pending"
+        } else if self.core.serves_any(h) {
+            "start_tls on a transport whose protocol serves others (TLS already runs on it)"
+        } else {
+            return Ok(());
+        };
+        Err(HandleError::InvalidState(refusal))
+    }
+
     /// A request whose answer (given later with [`complete_request`](Self::complete_request))
     /// goes to this callback's protocol, when that is not `h`'s: `h`'s own protocol is
     /// being replaced, and a closure has none to hear it.

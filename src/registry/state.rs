@@ -245,6 +245,17 @@ impl Core {
         }
     }
 
+    /// True when some live transport is served by `h`'s protocol. A scan: only for rare
+    /// calls (`start_tls`).
+    pub(crate) fn serves_any(&self, h: Handle) -> bool {
+        self.slots.iter().any(|s| s.entry.as_ref().is_some_and(|e| e.server == Some(h)))
+    }
+
+    /// True when a replacement protocol waits to be installed on `h`.
+    pub(crate) fn swap_pending(&self, h: Handle) -> bool {
+        self.entry(h).is_ok_and(|e| e.swap.is_some())
+    }
+
     /// Installs `p` as `h`'s protocol before its next callback.
     pub(crate) fn set_swap(&mut self, h: Handle, p: AnyProtocol) {
         let Ok(entry) = self.entry_mut(h) else { return self.drop_protocol(h, p) };

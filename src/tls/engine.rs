@@ -108,9 +108,17 @@ impl TlsEngine {
     /// Prepares the engine to take over an open raw transport (`Ctx::start_tls`): it
     /// starts at its first callback there instead of `connection_made`, feeds `early`
     /// first, and answers `request` with the handshake's outcome.
-    pub(super) fn prepare_upgrade(&mut self, early: &[u8], request: Option<HeldRequest>) {
+    pub(super) fn prepare_upgrade(
+        &mut self,
+        raw: StreamHandle,
+        early: &[u8],
+        request: Option<HeldRequest>,
+    ) {
         self.early = early.to_vec();
         self.request = request;
+        // Known to the session at once, so `TlsSession::abort` works before the engine's
+        // first callback.
+        self.session.0.raw.set(Some(raw));
     }
 
     /// Takes the raw transport over, once: the handshake timer starts, a client's

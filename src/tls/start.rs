@@ -113,7 +113,12 @@ impl Ctx<'_> {
     /// # Errors
     ///
     /// [`HandleError`] when `h` is not a live stream transport whose protocol can be
-    /// replaced (as [`set_protocol`](Self::set_protocol)); `engine` is dropped then.
+    /// replaced (as [`set_protocol`](Self::set_protocol)), and
+    /// [`HandleError::InvalidState`] when it is closing, when a protocol swap
+    /// (`set_protocol` or another `start_tls`) is still pending on it, or when its
+    /// protocol serves other transports (a TLS engine already runs on it: replacing it
+    /// would orphan the app transport it serves). `engine` is dropped then, and nothing
+    /// changed.
     pub fn start_tls(
         &mut self,
         h: StreamHandle,
@@ -121,9 +126,9 @@ impl Ctx<'_> {
         received: &[u8],
     ) -> Result<RequestId, HandleError> {
         // Checked first: a refused call changes nothing.
-        self.is_closing(h)?;
+        self.check_upgradable(h)?;
         let (id, request) = self.request_for_caller(h);
-        engine.prepare_upgrade(received, request);
+        engine.prepare_upgrade(h, received, request);
         self.set_protocol(h, Box::new(engine))?;
         self.owe_wake(h);
         self.resume_reading(h)?;

@@ -1,5 +1,6 @@
-//! What the tokio and smol drivers' TLS entry points share (feature `tls`): the protocol
-//! factory of a TLS server, and the wait for a client's handshake outcome.
+//! What the drivers' TLS entry points share (feature `tls`): the protocol factory of a
+//! TLS server, and the wait for a handshake's outcome (`create_tls_connection`,
+//! `start_tls`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ pub fn server_factory(
     }
 }
 
-/// Where a client's handshake stands, for a driver's `create_tls_connection` wait: `None`
+/// Where a handshake stands, for a driver's `create_tls_connection` / `start_tls` wait: `None`
 /// while it runs; the app's transport once it completed (the app saw `connection_made`,
 /// and a failure right after it is the app's `connection_lost`, not the connect's); the
 /// error when it failed — or [`TlsError::ConnectionLost`] when the raw transport is gone
@@ -40,7 +41,9 @@ pub fn handshake_outcome(
     if let Some(error) = session.error() {
         return Some(Err(error));
     }
-    let gone = session.raw().is_some_and(|raw| registry.interest(raw.handle()).is_err());
+    // `transport`, not `interest`: the raw transport may itself be served by another
+    // protocol (TLS inside TLS), which only the driver-face calls refuse.
+    let gone = session.raw().is_some_and(|raw| registry.transport(raw.handle()).is_err());
     gone.then_some(Err(TlsError::ConnectionLost(None)))
 }
 

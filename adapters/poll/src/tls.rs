@@ -6,12 +6,11 @@
 //! app protocol a plaintext stream transport once the handshake completed. The loop only
 //! waits for the handshake's outcome, which the engine keeps in its [`TlsSession`].
 
-use std::cell::RefCell;
 use std::net::ToSocketAddrs;
-use std::rc::Rc;
 
-use aioport::tls::{TlsClient, TlsEngine, TlsError, TlsServer, TlsSession};
-use aioport::{CallbackResult, Ctx, Endpoint, Protocol, ProtocolError, StreamHandle};
+use aioport::tls::{TlsClient, TlsEngine, TlsServer, TlsSession};
+use aioport::{Endpoint, Protocol, StreamHandle};
+use aioport_async_kit::tls::{handshake_outcome, server_factory};
 
 use crate::event_loop::RunGuard;
 use crate::{Error, Loop, Server, ServerOptions};
@@ -96,18 +95,8 @@ impl Loop {
         let _guard = RunGuard::enter()?;
         // The engine's handshake timer bounds this wait (unless the options removed it).
         loop {
-            // The app's transport first: once it exists the app saw `connection_made`,
-            // and a failure right after it is the app's `connection_lost`, not ours.
-            if let Some(app) = session.app() {
-                return Ok((app, session));
-            }
-            if let Some(error) = session.error() {
-                return Err(tls_error(error));
-            }
-            if session.raw().is_some_and(|raw| self.registry.interest(raw.handle()).is_err()) {
-                // Gone without a recorded failure: the engine panicked (the error hook
-                // was told). Say so rather than wait forever.
-                return Err(tls_error(TlsError::ConnectionLost(None)));
+            if let Some(outcome) = handshake_outcome(&session, &self.registry) {
+                return outcome.map(|app| (app, session)).map_err(tls_error);
             }
             self.turn(None)?;
         }
@@ -133,21 +122,16 @@ impl Loop {
         engine: TlsEngine,
         received: &[u8],
     ) -> Result<(StreamHandle, TlsSession), Error> {
+        // Taken first: a refused call changes nothing.
+        let _guard = RunGuard::enter()?;
         let session = engine.session();
         self.with(|ctx| ctx.start_tls(h, engine, received)).map_err(Error::StartTls)?;
-        let tls_error = |error| Error::Tls { endpoint: None, error };
-        let _guard = RunGuard::enter()?;
         // The engine's handshake timer bounds this wait (unless the options removed it).
         loop {
-            if let Some(app) = session.app() {
-                return Ok((app, session));
-            }
-            if let Some(error) = session.error() {
-                return Err(tls_error(error));
-            }
-            if self.registry.interest(h.handle()).is_err() {
-                // Gone without a recorded failure: the engine panicked.
-                return Err(tls_error(TlsError::ConnectionLost(None)));
+            if let Some(outcome) = handshake_outcome(&session, &self.registry) {
+                return outcome
+                    .map(|app| (app, session))
+                    .map_err(|error| Error::Tls { endpoint: None, error });
             }
             self.turn(None)?;
         }
@@ -176,28 +160,6 @@ impl Loop {
         factory: impl FnMut(&TlsSession) -> Box<dyn Protocol> + 'static,
         options: ServerOptions,
     ) -> Result<Server, Error> {
-        let factory = Rc::new(RefCell::new(factory));
-        let tls_factory = move || -> Box<dyn Protocol> {
-            let factory = factory.clone();
-            match tls.engine_with(move |session| (factory.borrow_mut())(session)) {
-                Ok(engine) => Box::new(engine),
-                Err(error) => Box::new(Refuse(Some(error))),
-            }
-        };
-        self.create_server(addr, tls_factory, options)
-    }
-}
-
-/// The protocol of an accepted connection whose TLS engine rustls refused to create (an
-/// inconsistent configuration): the connection is aborted and the error hook told.
-struct Refuse(Option<TlsError>);
-
-impl Protocol for Refuse {
-    fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        ctx.abort(ctx.stream())?;
-        match self.0.take() {
-            Some(error) => Err(ProtocolError::from(error)),
-            None => Ok(()),
-        }
+        self.create_server(addr, server_factory(tls, factory), options)
     }
 }
