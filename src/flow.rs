@@ -121,6 +121,12 @@ impl FlowControl {
         self.check(queued);
     }
 
+    /// Moves up to `n` external pending bytes into the queue's count: the caller queues
+    /// them next, so the size does not change and no edge is checked.
+    pub fn take_external(&mut self, n: usize) {
+        self.external_pending -= n.min(self.external_pending);
+    }
+
     /// The optional hard limit on the size; `None` (the default) is unbounded, as asyncio.
     pub fn hard_limit(&self) -> Option<usize> {
         self.hard_limit

@@ -178,6 +178,17 @@ impl<'a> Ctx<'a> {
         self.act(h, |t, io, pool| t.write(data, io, pool))?
     }
 
+    /// Writes bytes that were already counted as `h`'s external pending bytes (a driver's
+    /// cross-task queue handing them over): see [`StreamTransport::write_external`]. The
+    /// size does not change, and the hard limit does not apply to them again.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write), except `BufferFull`.
+    pub fn write_external(&mut self, h: StreamHandle, data: Bytes) -> Result<(), WriteError> {
+        self.act(h, |t, io, pool| t.write_external(data, io, pool))?
+    }
+
     /// Writes a copy of `data`; only what the socket refuses is copied. See
     /// [`StreamTransport::write_slice`].
     ///

@@ -206,28 +206,54 @@ impl StreamTransport {
     /// [`WriteError::BufferFull`]; the transport is then unchanged.
     pub fn write(
         &mut self,
-        mut data: Bytes,
+        data: Bytes,
         io: &mut dyn Io,
         pool: &mut SendPool,
     ) -> Result<(), WriteError> {
         self.admit_write(data.len())?;
+        self.push_write(data, io, pool);
+        Ok(())
+    }
+
+    /// Moves `data` — bytes already counted in this transport's external pending bytes (a
+    /// driver's cross-task queue handing its head over) — into the transport: the external
+    /// count drops by its length and the bytes are written, so the size does not change
+    /// and no flow edge follows from the move. The hard limit is not applied again: the
+    /// bytes were accepted when they were counted. Bytes beyond the external count are
+    /// written as they are (counted from now on).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write), except [`WriteError::BufferFull`].
+    pub fn write_external(
+        &mut self,
+        data: Bytes,
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), WriteError> {
+        self.admit_state()?;
+        self.flow.take_external(data.len());
+        self.push_write(data, io, pool);
+        Ok(())
+    }
+
+    /// The body of an admitted write: the fast path while the queue is empty, the queue
+    /// for the rest.
+    #[inline]
+    fn push_write(&mut self, mut data: Bytes, io: &mut dyn Io, pool: &mut SendPool) {
         if self.queue.is_empty() && !data.is_empty() {
             match self.send_now(&data, io) {
                 // Not when nothing went out: rewriting the fields of `data` right before
                 // it is moved into the queue stalls the move (store forwarding).
                 Ok(0) => {}
                 Ok(n) => data.advance(n),
-                Err(e) => {
-                    self.fail(e, io, pool);
-                    return Ok(());
-                }
+                Err(e) => return self.fail(e, io, pool),
             }
         }
         if !data.is_empty() {
             self.queue.push_bytes(data, pool);
             self.flow.check(self.queue.len());
         }
-        Ok(())
     }
 
     /// Writes a copy of `data`: like [`write`](Self::write), but only the part the socket
@@ -287,6 +313,13 @@ impl StreamTransport {
     }
 
     fn admit_write(&self, len: usize) -> Result<(), WriteError> {
+        self.admit_state()?;
+        self.flow.admit(self.queue.len(), len)
+    }
+
+    /// Refuses a write once closing, lost or after `write_eof`.
+    #[inline]
+    fn admit_state(&self) -> Result<(), WriteError> {
         if self.lifecycle.is_close_requested() {
             Err(WriteError::Closing)
         } else if self.lifecycle.is_lost() {
@@ -294,7 +327,7 @@ impl StreamTransport {
         } else if self.eof_requested {
             Err(WriteError::AfterEof)
         } else {
-            self.flow.admit(self.queue.len(), len)
+            Ok(())
         }
     }
 

@@ -361,6 +361,28 @@ fn external_pending_counts_in_size_and_edges() {
     assert_eq!(f.callbacks(), [Cb::Resume]);
 }
 
+/// A cross-task queue hands bytes it counted as external pending over: the size stays
+/// the same (no flow edge), and the hard limit — which counted them already — does not
+/// refuse them (a remote writer was told they were accepted).
+#[test]
+fn write_external_moves_counted_bytes_without_an_edge_or_the_hard_limit() {
+    let mut f = socket(TestIo::accepting(0), 10, 2);
+    f.t.set_write_buffer_hard_limit(Some(20));
+    f.t.set_external_pending(16);
+    assert_eq!(f.callbacks(), [Cb::Pause]);
+    f.write(b"1234").unwrap(); // 20: at the limit
+    assert!(matches!(f.write(b"x"), Err(WriteError::BufferFull { .. })));
+    f.t.write_external(Bytes::from_static(&[7; 16]), &mut f.io, &mut f.pool).unwrap();
+    assert_eq!(f.t.write_buffer_size(), 20);
+    assert_eq!(f.callbacks(), []);
+    // Bytes beyond the external count are counted from now on.
+    f.t.write_external(Bytes::from_static(b"abc"), &mut f.io, &mut f.pool).unwrap();
+    assert_eq!(f.t.write_buffer_size(), 23);
+    f.t.close(&mut f.io, &mut f.pool);
+    let r = f.t.write_external(Bytes::from_static(b"z"), &mut f.io, &mut f.pool);
+    assert_eq!(r, Err(WriteError::Closing));
+}
+
 // ---------------------------------------------------------------------------------------
 // Write-side state errors (DESIGN.md §5 table)
 // ---------------------------------------------------------------------------------------

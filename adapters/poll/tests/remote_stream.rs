@@ -492,3 +492,40 @@ fn async_methods_need_no_runtime() {
     assert_eq!(*steps.lock().unwrap(), ["written", "drained", "closed"]);
     assert!(got.join().unwrap() == pattern(0, 100_000));
 }
+
+/// A remote write the transport counted as external pending is moved in without being
+/// counted twice: under a hard limit that the real total never exceeds it is not
+/// refused (and dropped) at the move, and no byte goes missing.
+#[test]
+fn a_hard_limit_never_drops_an_accepted_remote_write() {
+    const HIGH: usize = 64 * 1024;
+    const OWN: usize = 32 << 20;
+    const REMOTE: usize = 80 * 1024;
+    let mut lp = Loop::new().unwrap();
+    let (h, peer, _seen) = connect(&mut lp);
+    set_limits(&mut lp, h, HIGH, HIGH / 4);
+    // The loop's own write fills the socket; most of it waits in the transport.
+    lp.with(|ctx| ctx.write(h, pattern(0, OWN))).unwrap();
+    let remote = lp.remote_stream(h).unwrap();
+    remote.try_write(pattern(OWN, REMOTE)).unwrap();
+    for _ in 0..5 {
+        lp.run_once(Some(Duration::from_millis(1))).unwrap();
+    }
+    let size = lp.with(|ctx| ctx.write_buffer_size(h)).unwrap();
+    assert!(size > HIGH + REMOTE, "the remote write waits outside the transport: {size}");
+    // A hard limit the real total stays within once the transport drained to high water.
+    lp.with(|ctx| ctx.set_write_buffer_hard_limit(h, Some(HIGH + REMOTE))).unwrap();
+
+    let done = Done::new(&lp);
+    let got = reader_then(peer, None, Some(done.clone()));
+    let r = remote.clone();
+    let closer = std::thread::spawn(move || {
+        r.close();
+        r.wait_closed(LIMIT)
+    });
+    run_until_done(&mut lp, &done);
+    closer.join().unwrap().unwrap();
+    let got = got.join().unwrap();
+    assert_eq!(got.len(), OWN + REMOTE, "every accepted byte arrived");
+    assert!(got == pattern(0, OWN + REMOTE));
+}

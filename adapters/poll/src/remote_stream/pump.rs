@@ -95,13 +95,14 @@ impl Loop {
         };
         let high = t.write_buffer_limits().high();
         let size = t.write_buffer_size();
-        let (abort, reading, ops, queued, external) = {
+        let (abort, reading, ops, moved, queued, external) = {
             let mut inner = state.lock();
             inner.scheduled = false;
             let mut own = size.saturating_sub(inner.external);
             let abort = std::mem::take(&mut inner.abort);
             let reading = inner.reading.take();
             let mut ops = Vec::new();
+            let mut moved = 0;
             while let Some(op) = inner.ops.pop_front() {
                 if let Op::Write(b) = &op {
                     if own > 0 && own >= high {
@@ -109,11 +110,12 @@ impl Loop {
                         break;
                     }
                     own += b.len();
+                    moved += b.len();
                     inner.queued -= b.len();
                 }
                 ops.push(op);
             }
-            (abort, reading, ops, inner.queued, inner.external)
+            (abort, reading, ops, moved, inner.queued, inner.external)
         };
         if abort || reading.is_some() || !ops.is_empty() {
             self.registry.enter(now, &mut self.io, |ctx| {
@@ -129,14 +131,20 @@ impl Loop {
                     None => {}
                 }
                 for op in ops {
+                    // A write moves bytes the transport counted as external pending in:
+                    // the size does not change, and the hard limit does not refuse bytes
+                    // the remote writer was told were accepted.
                     let _ = match op {
-                        Op::Write(b) => ctx.write(h, b).map_err(drop),
+                        Op::Write(b) => ctx.write_external(h, b).map_err(drop),
                         Op::WriteEof => ctx.write_eof(h).map_err(drop),
                         Op::Close => ctx.close(h).map_err(drop),
                     };
                 }
             });
         }
+        // What the transport counts as external now: the moves took theirs out.
+        let external = external.saturating_sub(moved);
+        state.lock().external = external;
         if queued != external
             && self.registry.set_external_pending(h.handle(), queued, now, &mut self.io).is_ok()
         {
