@@ -170,6 +170,8 @@ impl Drop for Certs {
 struct Peer {
     child: Child,
     lines: Receiver<String>,
+    /// Reads stderr as it comes (a child blocked on a full stderr pipe would never exit).
+    stderr: Option<std::thread::JoinHandle<String>>,
     name: &'static str,
 }
 
@@ -187,21 +189,30 @@ impl Peer {
                 }
             }
         });
-        Peer { child, lines, name }
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            err
+        });
+        Peer { child, lines, stderr: Some(stderr), name }
     }
 
     /// The first stdout line starting with `prefix`, within [`LIMIT`].
     fn line(&self, prefix: &str) -> String {
+        self.try_line(prefix).unwrap_or_else(|| panic!("{}: exited before {prefix:?}", self.name))
+    }
+
+    /// As [`line`](Self::line), `None` when the child closed its stdout first.
+    fn try_line(&self, prefix: &str) -> Option<String> {
         let deadline = Instant::now() + LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if line.starts_with(prefix) => return Some(line),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => panic!("{}: no {prefix:?} line", self.name),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("{}: exited before {prefix:?}", self.name)
-                }
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -230,10 +241,7 @@ impl Peer {
             assert!(Instant::now() < deadline, "{}: did not exit", self.name);
             std::thread::sleep(Duration::from_millis(10));
         };
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         (status, err)
     }
 }
@@ -442,6 +450,25 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts `openssl s_server` with `args` on a free loopback port, listening: another
+/// process may take the port between the probe and s_server's bind, so a start that
+/// exits before `ACCEPT` is retried on a new port (5 attempts).
+fn s_server(args: impl Fn(&mut Command)) -> (Peer, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}")]);
+        args(&mut cmd);
+        let mut peer = Peer::spawn("openssl s_server", cmd);
+        if peer.try_line("ACCEPT").is_some() {
+            return (peer, port);
+        }
+        let (_, err) = peer.exit();
+        eprintln!("openssl s_server on port {port} did not start ({err}); retrying");
+    }
+    panic!("openssl s_server did not start in 5 attempts");
+}
+
 #[test]
 fn our_client_with_openssl_s_server_we_close_first() {
     if let Err(why) = openssl() {
@@ -450,16 +477,14 @@ fn our_client_with_openssl_s_server_we_close_first() {
     for version in Version::ALL {
         let case = format!("our client with openssl s_server, {version:?}");
         let certs = Certs::new();
-        let port = free_port();
-        let mut cmd = Command::new("openssl");
-        cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-naccept", "1", "-rev"])
-            .arg(version.openssl_flag())
-            .arg("-cert")
-            .arg(certs.path("leaf.pem"))
-            .arg("-key")
-            .arg(certs.path("key.pem"));
-        let mut peer = Peer::spawn("openssl s_server", cmd);
-        peer.line("ACCEPT");
+        let (mut peer, port) = s_server(|cmd| {
+            cmd.args(["-naccept", "1", "-rev"])
+                .arg(version.openssl_flag())
+                .arg("-cert")
+                .arg(certs.path("leaf.pem"))
+                .arg("-key")
+                .arg(certs.path("key.pem"));
+        });
 
         let mut lp = Loop::new().unwrap();
         let seen = Shared::default();
