@@ -14,7 +14,7 @@ use std::time::Duration;
 use ::tokio::runtime::{Builder, Runtime};
 use ::tokio::task::LocalSet;
 use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_tokio::{Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport_tokio::{Error, ErrorReport, Loop, Server, ServerId, ServerOptions};
 
 use crate::driver::{Driver, Factory, Listening};
 
@@ -122,6 +122,18 @@ impl<F: Flavor> Driver for Tokio<F> {
         let server = self.servers.remove(&id).expect("a listener of this loop");
         assert!(server.close(&mut self.lp), "closed once");
         true
+    }
+
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        let _runtime = self.rt.enter();
+        Some(self.lp.close_clients(ServerId::from_raw(id as u32)))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match F::block_on(&self.rt, self.lp.wait_closed(ServerId::from_raw(id as u32), LIMIT)) {
+            Ok(()) => true,
+            Err(e) => panic!("{}: wait_closed: {e}", F::NAME),
+        }
     }
 
     fn connect(

@@ -332,7 +332,7 @@ impl Loop {
             sock.set_nodelay();
         }
         let h = self.registry.insert_stream(protocol, extra_of(&sock, peer)).handle();
-        self.io.insert(h, sock);
+        self.io.insert(h, sock, Some(server));
         // Its first serve reads what already arrived and arms its waker.
         self.queue(h);
     }
@@ -385,7 +385,7 @@ impl Loop {
                     sock.set_nodelay();
                 }
                 let extra = extra_of(&sock, sock.peer_addr());
-                self.io.insert(h.handle(), sock);
+                self.io.insert(h.handle(), sock, None);
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);

@@ -87,16 +87,32 @@
 //!   would make sockets look not ready in the middle of a turn).
 //! * **Threads.** Protocols need not be `Send`: a loop stays on the thread that made it —
 //!   a current-thread runtime, or `block_on` / a `LocalSet` with a multi-thread runtime
-//!   (whose workers then run tokio's I/O driver and timers). Scaling past one core is one
-//!   loop per thread, each with a server on the same port
-//!   ([`ServerOptions::reuse_port`]), its protocols built on that thread from a `Send`
-//!   factory: see [`spawn_loop`].
+//!   (whose workers then run tokio's I/O driver and timers). See [Multi-core](#multi-core).
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
 //!   `close_server`, `stop`, through a bounded queue) and, per transport, a
 //!   [`RemoteStream`]: writes through a queue bounded in bytes at the transport's
 //!   high-water mark (`write().await` waits, `try_write` returns `BufferFull`), counted
 //!   in its `write_buffer_size()` as external pending bytes; `drain().await`,
 //!   `wait_closed().await`, close, abort, pause and resume reading.
+//!
+//! # Multi-core
+//!
+//! A loop is one thread's worth of work; a server scales past one core with N loops. The
+//! driver has two ways to run them, and they are not the same thing:
+//!
+//! * **Thread-per-core** ([`spawn_server`], [`spawn_loops`]): N threads, each with its own
+//!   current-thread runtime and one loop, each loop listening on the same port with
+//!   `SO_REUSEPORT` so the kernel spreads connections. Nothing is shared: every wake-up
+//!   stays on its thread. This is the mode for a dedicated server, and the one
+//!   `examples/echo.rs --driver tokio-mt` runs. It is *not* tokio's work-stealing
+//!   scheduler: a connection stays on the loop that accepted it, so a loop whose
+//!   connections are busier than the others' is not relieved by idle threads.
+//! * **Embedded in a multi-thread runtime** ([`spawn_loop`] with [`Runtime::Handle`]):
+//!   the loop runs in a `LocalSet` on a thread of its own, and the runtime's workers run
+//!   tokio's I/O driver and timers. Use it to share an existing runtime with other tasks.
+//!   Its price: every I/O wake-up crosses threads (a worker wakes the loop thread), which
+//!   costs about twice the server CPU per request of a current-thread loop in the echo
+//!   benchmark (see the README's table).
 //!
 //! This crate has no `unsafe` code: what tokio lacks (`SO_REUSEPORT`, the backlog,
 //! `SO_LINGER`, `shutdown(SHUT_WR)` on a borrowed socket) comes from rustix's safe API.
@@ -105,6 +121,8 @@
 
 mod driver;
 mod event_loop;
+mod lifecycle;
+mod loops;
 mod remote_stream;
 mod server;
 mod sockets;
@@ -114,6 +132,7 @@ pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
+pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
 pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};

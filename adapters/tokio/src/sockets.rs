@@ -18,6 +18,7 @@ use aioport::{Handle, Io};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+use aioport_async_kit::ServerId;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
 /// A connected stream socket.
@@ -101,6 +102,8 @@ pub(crate) struct Conn {
     pub(crate) waker: Waker,
     /// In the loop's local ready list.
     pub(crate) queued: bool,
+    /// The server that accepted it.
+    pub(crate) server: Option<ServerId>,
 }
 
 /// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
@@ -115,6 +118,8 @@ pub(crate) struct Sockets {
     /// Transports whose socket was closed (or whose connect failed) since the loop last
     /// looked: their remote handles learn it once `connection_lost` ran.
     pub(crate) closed: Vec<Handle>,
+    /// Open connections per server (by [`ServerId`]), for `wait_closed`.
+    clients: Vec<usize>,
 }
 
 impl Sockets {
@@ -126,17 +131,37 @@ impl Sockets {
             recv_more: false,
             nodelay: true,
             closed: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
-    /// Adds the connected socket of `h`.
-    pub(crate) fn insert(&mut self, h: Handle, sock: Sock) {
+    /// Adds the connected socket of `h`, accepted by `server` if any.
+    pub(crate) fn insert(&mut self, h: Handle, sock: Sock, server: Option<ServerId>) {
         let index = h.index() as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
+        if let Some(id) = server {
+            let i = id.get() as usize;
+            if self.clients.len() <= i {
+                self.clients.resize(i + 1, 0);
+            }
+            self.clients[i] += 1;
+        }
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
-        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false });
+        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server });
+    }
+
+    /// The open connections `server` accepted. Walks the table: for rare calls
+    /// (`close_clients`), never on the I/O path.
+    pub(crate) fn clients_of(&self, server: ServerId) -> Vec<Handle> {
+        let of = |c: &&Conn| c.server == Some(server);
+        self.slots.iter().flatten().filter(of).map(|c| c.handle).collect()
+    }
+
+    /// How many connections `server` accepted are still open.
+    pub(crate) fn client_count(&self, server: ServerId) -> usize {
+        self.clients.get(server.get() as usize).copied().unwrap_or(0)
     }
 
     pub(crate) fn get_mut(&mut self, h: Handle) -> Option<&mut Conn> {
@@ -149,7 +174,11 @@ impl Sockets {
         if slot.as_ref().is_none_or(|c| c.handle != h) {
             return None;
         }
-        slot.take()
+        let conn = slot.take()?;
+        if let Some(id) = conn.server {
+            self.clients[id.get() as usize] -= 1;
+        }
+        Some(conn)
     }
 }
 
