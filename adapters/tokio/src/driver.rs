@@ -146,6 +146,7 @@ impl Loop {
         if interest.read {
             self.read(h, now);
         }
+        self.check_idle(h, now);
         if !self.remote_streams.is_empty()
             && let Some(state) = self.remote_streams.get(&h).cloned()
         {
@@ -172,6 +173,22 @@ impl Loop {
             }
         }
         self.queue(h);
+    }
+
+    /// A transport that wants neither to read nor to write (paused for reading, nothing
+    /// queued) would not see a reset until it wants I/O again; its idle watcher reports
+    /// `EPOLLERR` at once, and the pending error ends the connection now, as on the poll
+    /// loop.
+    fn check_idle(&mut self, h: Handle, now: Instant) {
+        let Ok(interest) = self.registry.interest(h) else { return };
+        let Some(c) = self.io.get_mut(h) else { return };
+        if interest.read || interest.write {
+            return c.end_idle();
+        }
+        if let Some(e) = c.poll_idle_error() {
+            let r = self.registry.handle_error(h, e.into(), now, &mut self.io);
+            self.report_driver(h, r);
+        }
     }
 
     /// Asks tokio for readiness in each direction `h` wants: already ready (an edge came
@@ -214,7 +231,9 @@ impl Loop {
             while let Some(h) = self.registry.poll_io() {
                 // A transport that now wants to read or write gets its wakers armed on
                 // the next turn.
-                if self.registry.interest(h).is_ok_and(|i| i.read || i.write) {
+                // A transport that now wants nothing gets its idle watcher (when it has
+                // a socket: not a transport still connecting, nor one just closed).
+                if self.registry.interest(h).is_ok() && self.io.get_mut(h).is_some() {
                     self.queue(h);
                 }
             }
@@ -349,13 +368,13 @@ impl Loop {
         let future: Pin<Box<dyn Future<Output = io::Result<Sock>>>> =
             match endpoint {
                 Endpoint::Addr(addr) => {
-                    Box::pin(async move { TcpStream::connect(addr).await.map(Sock::Tcp) })
+                    Box::pin(async move { TcpStream::connect(addr).await.map(Sock::tcp) })
                 }
                 Endpoint::Host { host, port } => Box::pin(async move {
-                    TcpStream::connect((host.as_str(), port)).await.map(Sock::Tcp)
+                    TcpStream::connect((host.as_str(), port)).await.map(Sock::tcp)
                 }),
                 Endpoint::Unix(path) => {
-                    Box::pin(async move { UnixStream::connect(path).await.map(Sock::Unix) })
+                    Box::pin(async move { UnixStream::connect(path).await.map(Sock::unix) })
                 }
                 other => {
                     let e = io::Error::new(

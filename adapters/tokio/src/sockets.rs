@@ -10,22 +10,33 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use aioport::{Handle, Io};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use aioport_async_kit::ServerId;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
-/// A connected stream socket.
+/// A connected stream socket. Shared (`Rc`) only with its idle watcher (see
+/// [`Conn::poll_idle_error`]), which is dropped before every read or write.
 #[derive(Debug)]
 pub(crate) enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+    Tcp(Rc<TcpStream>),
+    Unix(Rc<UnixStream>),
+}
+
+/// The idle watcher of a connection: tokio's `ready(Interest::ERROR)`, which completes
+/// when the socket reports `EPOLLERR` (and not for data, EOF or room to write).
+type IdleWatch = Pin<Box<dyn Future<Output = io::Result<tokio::io::Ready>>>>;
+
+fn watcher_alive() -> io::Error {
+    io::Error::other("aioport-tokio: a socket was used while its idle watcher held it")
 }
 
 impl Sock {
@@ -36,21 +47,39 @@ impl Sock {
         }
     }
 
+    pub(crate) fn tcp(s: TcpStream) -> Sock {
+        Sock::Tcp(Rc::new(s))
+    }
+
+    pub(crate) fn unix(s: UnixStream) -> Sock {
+        Sock::Unix(Rc::new(s))
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self {
-            Sock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Sock::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Sock::Tcp(s) => match Rc::get_mut(s) {
+                Some(s) => Pin::new(s).poll_read(cx, buf),
+                None => Poll::Ready(Err(watcher_alive())),
+            },
+            Sock::Unix(s) => match Rc::get_mut(s) {
+                Some(s) => Pin::new(s).poll_read(cx, buf),
+                None => Poll::Ready(Err(watcher_alive())),
+            },
         }
     }
 
     /// One `send` for one buffer (the echo fast path; tokio then clears the readiness on a
     /// short write), one `writev` for several.
     fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        match (self, bufs) {
-            (Sock::Tcp(s), [one]) => Pin::new(s).poll_write(cx, one),
-            (Sock::Tcp(s), _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            (Sock::Unix(s), [one]) => Pin::new(s).poll_write(cx, one),
-            (Sock::Unix(s), _) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match self {
+            Sock::Tcp(s) => match Rc::get_mut(s) {
+                Some(s) => poll_send(Pin::new(s), cx, bufs),
+                None => Poll::Ready(Err(watcher_alive())),
+            },
+            Sock::Unix(s) => match Rc::get_mut(s) {
+                Some(s) => poll_send(Pin::new(s), cx, bufs),
+                None => Poll::Ready(Err(watcher_alive())),
+            },
         }
     }
 
@@ -84,11 +113,58 @@ impl Sock {
         }
     }
 
+    /// A watcher that completes on `EPOLLERR` (see [`IdleWatch`]).
+    fn idle_watch(&self) -> IdleWatch {
+        match self {
+            Sock::Tcp(s) => {
+                let s = s.clone();
+                Box::pin(async move { s.ready(Interest::ERROR).await })
+            }
+            Sock::Unix(s) => {
+                let s = s.clone();
+                Box::pin(async move { s.ready(Interest::ERROR).await })
+            }
+        }
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`); when there is none, forgets tokio's
+    /// error readiness, so that the next watcher waits for a new edge.
+    fn take_error(&self) -> Option<io::Error> {
+        let pending = match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
+        };
+        match pending {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => {
+                let spurious = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+                let _ = match self {
+                    Sock::Tcp(s) => s.try_io(Interest::ERROR, spurious),
+                    Sock::Unix(s) => s.try_io(Interest::ERROR, spurious),
+                };
+                None
+            }
+        }
+    }
+
     pub(crate) fn set_nodelay(&self) {
         if let Sock::Tcp(s) = self {
             // Only latency is at stake if this fails.
             let _ = s.set_nodelay(true);
         }
+    }
+}
+
+/// One buffer with `write` (tokio then clears the readiness on a short write), several
+/// with `write_vectored`.
+fn poll_send<S: AsyncWrite>(
+    s: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    match bufs {
+        [one] => s.poll_write(cx, one),
+        _ => s.poll_write_vectored(cx, bufs),
     }
 }
 
@@ -104,6 +180,35 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// The server that accepted it.
     pub(crate) server: Option<ServerId>,
+    /// While the transport wants neither to read nor to write: waits for `EPOLLERR`, so
+    /// that a reset reaches `connection_lost` without waiting for the next I/O.
+    watch: Option<IdleWatch>,
+}
+
+impl Conn {
+    /// For a transport that wants no I/O: the socket's pending error once `EPOLLERR` was
+    /// reported (a reset while paused for reading, say); otherwise `None`, with the
+    /// connection's waker stored to hear of it. One allocation per idle period, no
+    /// syscall until an error edge.
+    pub(crate) fn poll_idle_error(&mut self) -> Option<io::Error> {
+        let watch = self.watch.get_or_insert_with(|| self.sock.idle_watch());
+        let mut cx = Context::from_waker(&self.waker);
+        match watch.as_mut().poll(&mut cx) {
+            Poll::Pending => None,
+            Poll::Ready(r) => {
+                self.watch = None;
+                match r {
+                    Ok(_) => self.sock.take_error(),
+                    Err(e) => Some(e),
+                }
+            }
+        }
+    }
+
+    /// The transport wants I/O again: the socket is its own.
+    pub(crate) fn end_idle(&mut self) {
+        self.watch = None;
+    }
 }
 
 /// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
@@ -149,7 +254,7 @@ impl Sockets {
             self.clients[i] += 1;
         }
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
-        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server });
+        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server, watch: None });
     }
 
     /// The open connections `server` accepted. Walks the table: for rare calls
@@ -189,6 +294,7 @@ fn not_open() -> io::Error {
 impl Io for Sockets {
     fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let c = self.get_mut(h).ok_or_else(not_open)?;
+        c.end_idle();
         let mut cx = Context::from_waker(&c.waker);
         loop {
             match c.sock.poll_send(&mut cx, bufs) {
@@ -204,6 +310,7 @@ impl Io for Sockets {
         self.recv_more = false;
         let len = buf.len();
         let c = self.get_mut(h).ok_or_else(not_open)?;
+        c.end_idle();
         let mut cx = Context::from_waker(&c.waker);
         let mut rb = ReadBuf::new(buf);
         loop {
