@@ -45,6 +45,14 @@ pub enum Error {
     /// Resolving the address to listen on failed.
     #[error("cannot resolve the address: {0}")]
     Io(#[from] io::Error),
+    /// `connect_read_pipe` / `connect_write_pipe` was given a descriptor a loop cannot
+    /// wait on (as the poll loop's `Error::NotAPipe`): read a regular file with blocking
+    /// I/O, or on a helper thread.
+    #[error("pipe transports are only for pipes, sockets and character devices, not {kind}")]
+    NotAPipe {
+        /// What the descriptor is ("a regular file", "a directory", …).
+        kind: &'static str,
+    },
 }
 
 /// What the loop hands its error hook (the loop's `set_error_handler`):

@@ -144,7 +144,16 @@ impl Loop {
             interest = i;
         }
         if interest.read {
-            self.read(h, now);
+            match self.io.get_mut(h) {
+                // The write end of a pipe reads only its read end closing.
+                Some(c) if c.sock.is_write_pipe() => {
+                    if c.poll_hangup().is_ready() {
+                        let r = self.registry.on_readable(h, now, &mut self.io);
+                        self.report_driver(h, r);
+                    }
+                }
+                _ => self.read(h, now),
+            }
         }
         self.check_idle(h, now);
         if !self.remote_streams.is_empty()
@@ -183,7 +192,7 @@ impl Loop {
         let Ok(interest) = self.registry.interest(h) else { return };
         let Some(c) = self.io.get_mut(h) else { return };
         if interest.read || interest.write {
-            return c.end_idle();
+            return;
         }
         if let Some(e) = c.poll_idle_error() {
             let r = self.registry.handle_error(h, e.into(), now, &mut self.io);
@@ -201,15 +210,18 @@ impl Loop {
             return;
         }
         let mut cx = Context::from_waker(&c.waker);
-        let ready = (interest.read && c.sock.poll_read_ready(&mut cx).is_ready())
+        let mut ready = (interest.read && c.sock.poll_read_ready(&mut cx).is_ready())
             || (interest.write && c.sock.poll_write_ready(&mut cx).is_ready());
+        if interest.read && c.sock.is_write_pipe() {
+            ready |= c.poll_hangup().is_ready();
+        }
         if ready {
             self.queue(h);
         }
     }
 
     /// Puts `h` in the local ready list (once).
-    fn queue(&mut self, h: Handle) {
+    pub(crate) fn queue(&mut self, h: Handle) {
         if let Some(c) = self.io.get_mut(h)
             && !c.queued
         {
@@ -256,6 +268,10 @@ impl Loop {
         }
         if !self.io.closed.is_empty() {
             self.remotes_after_close();
+        }
+        while let Some(h) = self.io.rearm.pop() {
+            // Its watcher was dropped for an I/O call outside its own serve.
+            self.queue(h);
         }
     }
 

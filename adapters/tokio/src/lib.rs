@@ -123,6 +123,7 @@ mod driver;
 mod event_loop;
 mod lifecycle;
 mod loops;
+mod pipes;
 mod remote_stream;
 mod server;
 mod sockets;

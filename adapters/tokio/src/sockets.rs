@@ -18,33 +18,51 @@ use std::task::{Context, Poll, Waker};
 
 use aioport::{Handle, Io};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::unix::pipe;
 use tokio::net::{TcpStream, UnixStream};
 
 use aioport_async_kit::ServerId;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
-/// A connected stream socket. Shared (`Rc`) only with its idle watcher (see
+/// A connected stream socket, or one end of a pipe (or any descriptor a pipe transport
+/// was given: a socket, a tty). Shared (`Rc`) only with its watcher (see
 /// [`Conn::poll_idle_error`]), which is dropped before every read or write.
 #[derive(Debug)]
 pub(crate) enum Sock {
     Tcp(Rc<TcpStream>),
     Unix(Rc<UnixStream>),
+    PipeRead(Rc<pipe::Receiver>),
+    PipeWrite(Rc<pipe::Sender>),
 }
 
-/// The idle watcher of a connection: tokio's `ready(Interest::ERROR)`, which completes
-/// when the socket reports `EPOLLERR` (and not for data, EOF or room to write).
-type IdleWatch = Pin<Box<dyn Future<Output = io::Result<tokio::io::Ready>>>>;
+/// Runs `$e` with `$s` bound to the runtime's I/O object of every kind of [`Sock`].
+macro_rules! each {
+    ($sock:expr, $s:ident => $e:expr) => {
+        match $sock {
+            Sock::Tcp($s) => $e,
+            Sock::Unix($s) => $e,
+            Sock::PipeRead($s) => $e,
+            Sock::PipeWrite($s) => $e,
+        }
+    };
+}
+
+/// A watcher: tokio's `ready(Interest::ERROR)`, which completes when the descriptor
+/// reports `EPOLLERR` (and not for data, EOF or room to write). On a socket that is a
+/// pending error; on the write end of a pipe, the read end closed.
+type Watch = Pin<Box<dyn Future<Output = io::Result<tokio::io::Ready>>>>;
 
 fn watcher_alive() -> io::Error {
-    io::Error::other("aioport-tokio: a socket was used while its idle watcher held it")
+    io::Error::other("aioport-tokio: a socket was used while its watcher held it")
+}
+
+fn wrong_direction() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "aioport-tokio: this pipe end goes the other way")
 }
 
 impl Sock {
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Sock::Tcp(s) => s.as_fd(),
-            Sock::Unix(s) => s.as_fd(),
-        }
+        each!(self, s => s.as_fd())
     }
 
     pub(crate) fn tcp(s: TcpStream) -> Sock {
@@ -56,38 +74,53 @@ impl Sock {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn read<S: AsyncRead + Unpin>(
+            s: &mut Rc<S>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match Rc::get_mut(s) {
+                Some(s) => Pin::new(s).poll_read(cx, buf),
+                None => Poll::Ready(Err(watcher_alive())),
+            }
+        }
         match self {
-            Sock::Tcp(s) => match Rc::get_mut(s) {
-                Some(s) => Pin::new(s).poll_read(cx, buf),
-                None => Poll::Ready(Err(watcher_alive())),
-            },
-            Sock::Unix(s) => match Rc::get_mut(s) {
-                Some(s) => Pin::new(s).poll_read(cx, buf),
-                None => Poll::Ready(Err(watcher_alive())),
-            },
+            Sock::Tcp(s) => read(s, cx, buf),
+            Sock::Unix(s) => read(s, cx, buf),
+            Sock::PipeRead(s) => read(s, cx, buf),
+            Sock::PipeWrite(_) => Poll::Ready(Err(wrong_direction())),
         }
     }
 
     /// One `send` for one buffer (the echo fast path; tokio then clears the readiness on a
     /// short write), one `writev` for several.
     fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        fn send<S: AsyncWrite + Unpin>(
+            s: &mut Rc<S>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            match Rc::get_mut(s) {
+                Some(s) => poll_send(Pin::new(s), cx, bufs),
+                None => Poll::Ready(Err(watcher_alive())),
+            }
+        }
         match self {
-            Sock::Tcp(s) => match Rc::get_mut(s) {
-                Some(s) => poll_send(Pin::new(s), cx, bufs),
-                None => Poll::Ready(Err(watcher_alive())),
-            },
-            Sock::Unix(s) => match Rc::get_mut(s) {
-                Some(s) => poll_send(Pin::new(s), cx, bufs),
-                None => Poll::Ready(Err(watcher_alive())),
-            },
+            Sock::Tcp(s) => send(s, cx, bufs),
+            Sock::Unix(s) => send(s, cx, bufs),
+            Sock::PipeWrite(s) => send(s, cx, bufs),
+            Sock::PipeRead(_) => Poll::Ready(Err(wrong_direction())),
         }
     }
 
-    /// Ready when tokio believes the socket readable; otherwise stores `cx`'s waker.
+    /// Ready when tokio believes the socket readable; otherwise stores `cx`'s waker. The
+    /// write end of a pipe "reads" only its read end closing: see [`Conn::poll_hangup`].
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Sock::Tcp(s) => s.poll_read_ready(cx),
             Sock::Unix(s) => s.poll_read_ready(cx),
+            Sock::PipeRead(s) => s.poll_read_ready(cx),
+            Sock::PipeWrite(_) => Poll::Pending,
         }
     }
 
@@ -96,34 +129,49 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.poll_write_ready(cx),
             Sock::Unix(s) => s.poll_write_ready(cx),
+            Sock::PipeWrite(s) => s.poll_write_ready(cx),
+            Sock::PipeRead(_) => Poll::Pending,
+        }
+    }
+
+    /// `shutdown(SHUT_WR)` of a socket; nothing for a pipe, whose `write_eof` is a close
+    /// (spec §4.4).
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Sock::Tcp(_) | Sock::Unix(_) => {
+                Ok(rustix::net::shutdown(self.fd(), rustix::net::Shutdown::Write)?)
+            }
+            Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(()),
         }
     }
 
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.peer_addr().ok(),
-            Sock::Unix(_) => None,
+            _ => None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.local_addr().ok(),
-            Sock::Unix(_) => None,
+            _ => None,
         }
     }
 
-    /// A watcher that completes on `EPOLLERR` (see [`IdleWatch`]).
-    fn idle_watch(&self) -> IdleWatch {
+    /// A watcher that completes on `EPOLLERR` (see [`Watch`]); for the write end of a
+    /// pipe also on `EPOLLHUP`, which is how a socket given as a pipe reports its peer
+    /// closing (a real pipe reports `EPOLLERR`).
+    fn watch(&self) -> Watch {
         match self {
-            Sock::Tcp(s) => {
+            Sock::PipeWrite(s) => {
+                let s = s.clone();
+                Box::pin(async move { s.ready(Interest::ERROR | Interest::READABLE).await })
+            }
+            _ => each!(self, s => {
                 let s = s.clone();
                 Box::pin(async move { s.ready(Interest::ERROR).await })
-            }
-            Sock::Unix(s) => {
-                let s = s.clone();
-                Box::pin(async move { s.ready(Interest::ERROR).await })
-            }
+            }),
         }
     }
 
@@ -133,6 +181,7 @@ impl Sock {
         let pending = match self {
             Sock::Tcp(s) => s.take_error(),
             Sock::Unix(s) => s.take_error(),
+            Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(None),
         };
         match pending {
             Ok(Some(e)) | Err(e) => Some(e),
@@ -141,10 +190,18 @@ impl Sock {
                 let _ = match self {
                     Sock::Tcp(s) => s.try_io(Interest::ERROR, spurious),
                     Sock::Unix(s) => s.try_io(Interest::ERROR, spurious),
+                    // A pipe has no pending error to take; its watcher is for the write
+                    // end, where `EPOLLERR` is the read end closing, which is sticky.
+                    Sock::PipeRead(_) | Sock::PipeWrite(_) => Ok(()),
                 };
                 None
             }
         }
+    }
+
+    /// The write end of a pipe (its read interest is the read end closing).
+    pub(crate) fn is_write_pipe(&self) -> bool {
+        matches!(self, Sock::PipeWrite(_))
     }
 
     pub(crate) fn set_nodelay(&self) {
@@ -180,9 +237,10 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// The server that accepted it.
     pub(crate) server: Option<ServerId>,
-    /// While the transport wants neither to read nor to write: waits for `EPOLLERR`, so
-    /// that a reset reaches `connection_lost` without waiting for the next I/O.
-    watch: Option<IdleWatch>,
+    /// While the transport wants neither to read nor to write, and on the write end of a
+    /// pipe: waits for `EPOLLERR`, so that a reset or a closed read end ends the transport
+    /// without waiting for the next I/O.
+    watch: Option<Watch>,
 }
 
 impl Conn {
@@ -191,23 +249,33 @@ impl Conn {
     /// connection's waker stored to hear of it. One allocation per idle period, no
     /// syscall until an error edge.
     pub(crate) fn poll_idle_error(&mut self) -> Option<io::Error> {
-        let watch = self.watch.get_or_insert_with(|| self.sock.idle_watch());
-        let mut cx = Context::from_waker(&self.waker);
-        match watch.as_mut().poll(&mut cx) {
+        match self.poll_watch() {
             Poll::Pending => None,
-            Poll::Ready(r) => {
-                self.watch = None;
-                match r {
-                    Ok(_) => self.sock.take_error(),
-                    Err(e) => Some(e),
-                }
-            }
+            Poll::Ready(Ok(())) => self.sock.take_error(),
+            Poll::Ready(Err(e)) => Some(e),
         }
     }
 
-    /// The transport wants I/O again: the socket is its own.
-    pub(crate) fn end_idle(&mut self) {
-        self.watch = None;
+    /// For the write end of a pipe: ready once its read end closed (`EPOLLERR`), which the
+    /// core hears as readability ([`Registry::on_readable`](aioport::Registry::on_readable)).
+    pub(crate) fn poll_hangup(&mut self) -> Poll<()> {
+        self.poll_watch().map(drop)
+    }
+
+    fn poll_watch(&mut self) -> Poll<io::Result<()>> {
+        let watch = self.watch.get_or_insert_with(|| self.sock.watch());
+        let mut cx = Context::from_waker(&self.waker);
+        let r = watch.as_mut().poll(&mut cx);
+        if r.is_ready() {
+            self.watch = None;
+        }
+        r.map_ok(drop)
+    }
+
+    /// The transport does I/O: the socket is its own again. True if a watcher was
+    /// dropped (the loop then arms a new one if the transport still needs it).
+    pub(crate) fn end_idle(&mut self) -> bool {
+        self.watch.take().is_some()
     }
 }
 
@@ -225,6 +293,8 @@ pub(crate) struct Sockets {
     pub(crate) closed: Vec<Handle>,
     /// Open connections per server (by [`ServerId`]), for `wait_closed`.
     clients: Vec<usize>,
+    /// Transports whose watcher an I/O call dropped: served again, to re-arm it.
+    pub(crate) rearm: Vec<Handle>,
 }
 
 impl Sockets {
@@ -237,6 +307,7 @@ impl Sockets {
             nodelay: true,
             closed: Vec::new(),
             clients: Vec::new(),
+            rearm: Vec::new(),
         }
     }
 
@@ -294,7 +365,10 @@ fn not_open() -> io::Error {
 impl Io for Sockets {
     fn try_send(&mut self, h: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let c = self.get_mut(h).ok_or_else(not_open)?;
-        c.end_idle();
+        if c.end_idle() {
+            self.rearm.push(h);
+        }
+        let c = self.get_mut(h).ok_or_else(not_open)?;
         let mut cx = Context::from_waker(&c.waker);
         loop {
             match c.sock.poll_send(&mut cx, bufs) {
@@ -310,7 +384,10 @@ impl Io for Sockets {
         self.recv_more = false;
         let len = buf.len();
         let c = self.get_mut(h).ok_or_else(not_open)?;
-        c.end_idle();
+        if c.end_idle() {
+            self.rearm.push(h);
+        }
+        let c = self.get_mut(h).ok_or_else(not_open)?;
         let mut cx = Context::from_waker(&c.waker);
         let mut rb = ReadBuf::new(buf);
         loop {
@@ -328,8 +405,7 @@ impl Io for Sockets {
     }
 
     fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
-        let c = self.get_mut(h).ok_or_else(not_open)?;
-        Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
+        self.get_mut(h).ok_or_else(not_open)?.sock.shutdown_write()
     }
 
     fn close(&mut self, h: Handle) {
