@@ -11,12 +11,14 @@
 //!   `stop`) through a bounded queue.
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
+//! * [`datagram`]: opening datagram sockets, `sendto` / `recvfrom` with `MSG_TRUNC`.
 //! * [`pipe`]: what a descriptor must be to become a pipe transport.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod datagram;
 mod error;
 pub mod pipe;
 mod remote;

@@ -122,7 +122,11 @@ impl Loop {
                     c.wake.taken();
                     self.poll_connect(h, now);
                 }
-                None => self.serve_conn(h, now, woken),
+                None => {
+                    if !self.serve_datagram(h, now, woken) {
+                        self.serve_conn(h, now, woken);
+                    }
+                }
             },
         }
     }
@@ -245,7 +249,7 @@ impl Loop {
                 // the next turn.
                 // A transport that now wants nothing gets its idle watcher (when it has
                 // a socket: not a transport still connecting, nor one just closed).
-                if self.registry.interest(h).is_ok() && self.io.get_mut(h).is_some() {
+                if self.registry.interest(h).is_ok() && !self.queue_datagram(h) {
                     self.queue(h);
                 }
             }

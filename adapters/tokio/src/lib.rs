@@ -119,6 +119,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod event_loop;
 mod lifecycle;
@@ -129,6 +130,7 @@ mod server;
 mod sockets;
 mod thread;
 
+pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };

@@ -295,6 +295,8 @@ pub(crate) struct Sockets {
     clients: Vec<usize>,
     /// Transports whose watcher an I/O call dropped: served again, to re-arm it.
     pub(crate) rearm: Vec<Handle>,
+    /// The datagram endpoints (`datagram.rs`).
+    pub(crate) dgram: crate::datagram::DatagramSockets,
 }
 
 impl Sockets {
@@ -308,6 +310,7 @@ impl Sockets {
             closed: Vec::new(),
             clients: Vec::new(),
             rearm: Vec::new(),
+            dgram: Default::default(),
         }
     }
 
@@ -409,7 +412,26 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
-        self.remove(h);
+        if !self.dgram.remove(h) {
+            self.remove(h);
+        }
         self.closed.push(h);
+    }
+
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&aioport::DatagramAddr>,
+    ) -> io::Result<usize> {
+        self.dgram.send_to(h, data, addr)
+    }
+
+    fn try_recv_from(
+        &mut self,
+        h: Handle,
+        buf: &mut [u8],
+    ) -> io::Result<aioport::datagram::RecvMeta> {
+        self.dgram.recv_from(h, buf)
     }
 }
