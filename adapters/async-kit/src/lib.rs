@@ -13,6 +13,8 @@
 //!   [`ServerOptions`]: how servers listen.
 //! * [`datagram`]: opening datagram sockets, `sendto` / `recvfrom` with `MSG_TRUNC`.
 //! * [`pipe`]: what a descriptor must be to become a pipe transport.
+//! * [`process`]: spawning children with the loop's pipes, watching and reaping them
+//!   through a pidfd.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
 #![forbid(unsafe_code)]
@@ -21,9 +23,12 @@
 pub mod datagram;
 mod error;
 pub mod pipe;
+pub mod process;
 mod remote;
 mod server;
 pub mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};

@@ -108,6 +108,8 @@ mod event_loop;
 mod lifecycle;
 mod server;
 mod sockets;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,

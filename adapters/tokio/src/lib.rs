@@ -129,6 +129,8 @@ mod remote_stream;
 mod server;
 mod sockets;
 mod thread;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
