@@ -192,5 +192,7 @@ datagram_conformance!(datagram_on_tokio_mt, crate::tokio::TokioMt);
 datagram_conformance!(datagram_on_sim, crate::sim::Sim);
 
 subprocess_conformance!(subprocess_on_poll, crate::poll::Poll);
+subprocess_conformance!(subprocess_on_tokio_ct, crate::tokio::TokioCt);
+subprocess_conformance!(subprocess_on_tokio_mt, crate::tokio::TokioMt);
 #[cfg(feature = "testing")]
 subprocess_conformance!(subprocess_on_sim, crate::sim::Sim);

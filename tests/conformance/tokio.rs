@@ -15,13 +15,14 @@ use ::tokio::runtime::{Builder, Runtime};
 use ::tokio::task::LocalSet;
 use aioport::{
     ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
-    StreamHandle,
+    StreamHandle, SubprocessHandle, SubprocessProtocol,
 };
 use aioport_tokio::{
-    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions,
+    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions, Stdio,
+    SubprocessOptions,
 };
 
-use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
+use crate::driver::{Bind, Bound, ChildStdio, Driver, Factory, Family, Listening, Program};
 
 /// No scenario takes more than this; a stuck one fails instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -239,6 +240,36 @@ impl<F: Flavor> Driver for Tokio<F> {
             ));
         }
         Ok(Bound { handle: ep.handle(), addr: ep.local_addr().clone() })
+    }
+
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let mut options = SubprocessOptions::default();
+        if stdio == ChildStdio::StderrToStdout {
+            options = options.stderr(Stdio::Stdout);
+        }
+        // As on the poll loop: `exec` where the child is to be signalled; a child still
+        // running when the loop is dropped (a failed scenario) is killed and reaped.
+        let cmd = match program {
+            Program::Cat => {
+                let spawn = self.lp.subprocess_exec(protocol, "cat", [] as [&str; 0], options);
+                let r = F::block_on(&self.rt, spawn);
+                return Ok(r.unwrap_or_else(|e| panic!("{}: spawn cat: {e}", F::NAME)));
+            }
+            Program::Exit(code) => format!("exit {code}"),
+            Program::Sleep => "exec sleep 30".to_owned(),
+            Program::CloseStdoutThenSleep => "exec >&-; exec sleep 30".to_owned(),
+            Program::GrandchildHoldsStdout(code) => {
+                format!("exec 3<&0; (read x <&3; echo bye) & exit {code}")
+            }
+            Program::OutThenErr => "echo out; echo err >&2".to_owned(),
+        };
+        let r = F::block_on(&self.rt, self.lp.subprocess_shell(protocol, &cmd, options));
+        Ok(r.unwrap_or_else(|e| panic!("{}: spawn sh -c {cmd:?}: {e}", F::NAME)))
     }
 
     fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {

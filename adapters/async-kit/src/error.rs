@@ -53,6 +53,20 @@ pub enum Error {
         /// What the descriptor is ("a regular file", "a directory", …).
         kind: &'static str,
     },
+    /// `subprocess_exec` / `subprocess_shell` could not start the program; the protocol
+    /// was dropped without a callback.
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        /// The program.
+        program: std::ffi::OsString,
+        /// Why (not found, permission denied, out of descriptors, no pidfd support).
+        error: io::Error,
+    },
+    /// `wait_subprocess` was given a handle whose transport is gone (its
+    /// `connection_lost` was delivered: read the return code in `process_exited`) or that
+    /// names no subprocess.
+    #[error("no such subprocess: {0}")]
+    NoSuchProcess(aioport::HandleError),
     /// `create_datagram_endpoint` could not create, configure, bind or connect its
     /// socket; no transport was left open.
     #[error("cannot open a datagram endpoint (local {local:?}, remote {remote:?}): {error}")]

@@ -125,6 +125,7 @@ mod event_loop;
 mod lifecycle;
 mod loops;
 mod pipes;
+mod process;
 mod remote_stream;
 mod server;
 mod sockets;
@@ -137,6 +138,7 @@ pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
+pub use process::{Stdio, SubprocessOptions};
 pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
 pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server};

@@ -297,6 +297,8 @@ pub(crate) struct Sockets {
     pub(crate) rearm: Vec<Handle>,
     /// The datagram endpoints (`datagram.rs`).
     pub(crate) dgram: crate::datagram::DatagramSockets,
+    /// The children (`process.rs`); their pipes are in the stream table.
+    pub(crate) procs: crate::process::Procs,
 }
 
 impl Sockets {
@@ -311,6 +313,7 @@ impl Sockets {
             clients: Vec::new(),
             rearm: Vec::new(),
             dgram: Default::default(),
+            procs: Default::default(),
         }
     }
 
@@ -412,10 +415,14 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
-        if !self.dgram.remove(h) {
-            self.remove(h);
+        if !self.dgram.remove(h) && self.remove(h).is_none() {
+            self.procs.close(h);
         }
         self.closed.push(h);
+    }
+
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        self.procs.send_signal(h, sig)
     }
 
     fn try_send_to(
