@@ -1,8 +1,9 @@
 //! # aioport-tokio
 //!
 //! The tokio driver for [`aioport`]: asyncio's loop — `create_server`,
-//! `create_connection`, `call_soon`, `call_later`, `run_forever`, `stop` — as one future
-//! per loop on tokio. Protocols written against [`aioport::Protocol`] run on it unchanged:
+//! `create_connection`, `create_unix_server`, `connect_read_pipe` / `connect_write_pipe`,
+//! `create_datagram_endpoint`, `subprocess_exec` / `subprocess_shell`, `call_soon`,
+//! `call_later`, `run_forever`, `stop` — as one future per loop on tokio. Protocols written against [`aioport::Protocol`] run on it unchanged:
 //! switching from the built-in poll loop (`aioport-poll`) changes the bootstrap (an async
 //! runtime, `.await` on the loop's methods), never the protocol code.
 //!
@@ -88,6 +89,15 @@
 //! * **Threads.** Protocols need not be `Send`: a loop stays on the thread that made it —
 //!   a current-thread runtime, or `block_on` / a `LocalSet` with a multi-thread runtime
 //!   (whose workers then run tokio's I/O driver and timers). See [Multi-core](#multi-core).
+//! * **Errors and hang-ups while idle.** A transport that wants neither to read nor to
+//!   write (paused for reading, nothing queued) keeps a watcher on tokio's
+//!   `ready(Interest::ERROR)`: a reset reaches `connection_lost` at once, as `EPOLLERR`
+//!   does on the poll loop. The same watcher tells the write end of a pipe that its read
+//!   end closed, and a datagram endpoint of a pending ICMP error (`error_received`).
+//! * **Children** are spawned with std (`aioport_async_kit::process`) and watched through
+//!   their pidfd with tokio's fd readiness; reaped with `waitid(P_PIDFD)`, signalled with
+//!   `pidfd_send_signal`, killed and reaped if the loop is dropped first. Linux 5.3 or
+//!   later; elsewhere the spawn fails.
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
 //!   `close_server`, `stop`, through a bounded queue) and, per transport, a
 //!   [`RemoteStream`]: writes through a queue bounded in bytes at the transport's

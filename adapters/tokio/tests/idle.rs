@@ -112,3 +112,14 @@ fn data_that_arrived_while_paused_is_read_on_resume() {
         assert_eq!(seen.borrow().lost, Some(None));
     });
 }
+
+#[test]
+fn run_once_on_an_idle_loop_returns_without_waiting() {
+    on_both_runtimes(|| async {
+        let mut lp = Loop::new();
+        let (seen, _client) = paused_connection(&mut lp).await;
+        // Nothing to do: one turn, and back (it used to wait for a wake-up that never came).
+        tokio::time::timeout(LIMIT, lp.run_once()).await.expect("run_once returns");
+        assert!(seen.borrow().lost.is_none());
+    });
+}
