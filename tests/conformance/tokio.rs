@@ -226,7 +226,8 @@ impl<F: Flavor> Driver for Tokio<F> {
         if let Some(bytes) = recv_buffer {
             options = options.recv_buffer_size(bytes);
         }
-        let opened = self.lp.create_datagram_endpoint(protocol, Some(local.clone()), remote, options);
+        let opened =
+            self.lp.create_datagram_endpoint(protocol, Some(local.clone()), remote, options);
         let ep = F::block_on(&self.rt, opened)
             .unwrap_or_else(|e| panic!("{}: datagram endpoint at {local:?}: {e}", F::NAME));
         if let Some(bytes) = recv_buffer

@@ -350,4 +350,3 @@ fn bind(fd: &OwnedFd, local: Option<&DatagramAddr>) -> io::Result<()> {
         Some(_) => Err(invalid("an address kind this loop lacks")),
     }
 }
-

@@ -123,8 +123,7 @@ impl Loop {
                     self.poll_connect(h, now);
                 }
                 None => {
-                    if !self.serve_datagram(h, now, woken) && !self.serve_process(h, now, woken)
-                    {
+                    if !self.serve_datagram(h, now, woken) && !self.serve_process(h, now, woken) {
                         self.serve_conn(h, now, woken);
                     }
                 }

@@ -148,8 +148,8 @@ pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
-pub use process::{Stdio, SubprocessOptions};
 pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
+pub use process::{Stdio, SubprocessOptions};
 pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};

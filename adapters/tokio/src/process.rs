@@ -182,8 +182,7 @@ impl Loop {
         cmd: impl AsRef<OsStr>,
         options: SubprocessOptions,
     ) -> Result<SubprocessHandle, Error> {
-        self.subprocess_exec(protocol, "/bin/sh", [OsStr::new("-c"), cmd.as_ref()], options)
-            .await
+        self.subprocess_exec(protocol, "/bin/sh", [OsStr::new("-c"), cmd.as_ref()], options).await
     }
 
     fn spawn_command(

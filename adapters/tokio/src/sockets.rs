@@ -7,10 +7,10 @@
 //! `poll_write`, which clear the readiness on a short read or write (Linux raises a new
 //! edge when more arrives), so the `EAGAIN` call that would confirm it is skipped.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -331,7 +331,8 @@ impl Sockets {
             self.clients[i] += 1;
         }
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
-        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server, watch: None });
+        self.slots[index] =
+            Some(Conn { handle: h, sock, wake, waker, queued: false, server, watch: None });
     }
 
     /// The open connections `server` accepted. Walks the table: for rare calls

@@ -117,11 +117,15 @@ fn largest_udp_datagram_arrives_whole() {
         const MAX: usize = 65_507;
         let mut lp = Loop::new();
         let (server, seen) = recorder(false);
-        let ep = lp.create_datagram_endpoint(server, Some(v4(0)), None, DatagramOptions::default()).await;
+        let ep = lp
+            .create_datagram_endpoint(server, Some(v4(0)), None, DatagramOptions::default())
+            .await;
         let ep = ep.unwrap();
         let (client, _) = recorder(false);
         let to = ep.local_addr().clone();
-        let c = lp.create_datagram_endpoint(client, Some(v4(0)), Some(to), DatagramOptions::default()).await;
+        let c = lp
+            .create_datagram_endpoint(client, Some(v4(0)), Some(to), DatagramOptions::default())
+            .await;
         let c = c.unwrap();
         let big: Vec<u8> = (0..MAX).map(|i| (i % 251) as u8).collect();
         lp.with(|ctx| ctx.sendto(c.handle(), &big, None)).unwrap();
@@ -165,12 +169,14 @@ fn autobound_unix_client_gets_replies() {
         let path = TempPath::new("autobind");
         let mut lp = Loop::new();
         let (server, server_seen) = recorder(true);
-        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default()).await
+        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default())
+            .await
             .unwrap();
         let (client, seen) = recorder(false);
         let local = Some(DatagramAddr::Unix(None));
         let c = lp
-            .create_datagram_endpoint(client, local, Some(path.addr()), DatagramOptions::default()).await
+            .create_datagram_endpoint(client, local, Some(path.addr()), DatagramOptions::default())
+            .await
             .unwrap();
         let DatagramAddr::Unix(Some(name)) = c.local_addr() else {
             panic!("autobind names the socket: {:?}", c.local_addr())
@@ -179,7 +185,11 @@ fn autobound_unix_client_gets_replies() {
         lp.with(|ctx| ctx.sendto(c.handle(), b"hi", None)).unwrap();
         lp.run_until_timeout(|| !seen.borrow().datagrams.is_empty(), LIMIT).await.unwrap();
         assert_eq!(seen.borrow().datagrams[0].0, b"hi");
-        assert_eq!(seen.borrow().datagrams[0].1, Some(path.addr()), "the reply comes from the path");
+        assert_eq!(
+            seen.borrow().datagrams[0].1,
+            Some(path.addr()),
+            "the reply comes from the path"
+        );
         assert_eq!(server_seen.borrow().datagrams[0].1.as_ref(), Some(c.local_addr()));
     });
 }
@@ -190,11 +200,13 @@ fn unbound_unix_client_sends_but_cannot_be_answered() {
         let path = TempPath::new("unbound");
         let mut lp = Loop::new();
         let (server, server_seen) = recorder(true);
-        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default()).await
+        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default())
+            .await
             .unwrap();
         let (client, _) = recorder(false);
         let c = lp
-            .create_datagram_endpoint(client, None, Some(path.addr()), DatagramOptions::default()).await
+            .create_datagram_endpoint(client, None, Some(path.addr()), DatagramOptions::default())
+            .await
             .unwrap();
         assert_eq!(c.local_addr(), &DatagramAddr::Unix(None));
         lp.with(|ctx| ctx.sendto(c.handle(), b"hi", None)).unwrap();
@@ -215,7 +227,8 @@ fn stale_unix_socket_file_is_replaced_as_asyncio_does() {
         assert!(path.0.exists(), "the stale socket file is left behind");
         let mut lp = Loop::new();
         let (server, _) = recorder(false);
-        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default()).await
+        lp.create_datagram_endpoint(server, Some(path.addr()), None, DatagramOptions::default())
+            .await
             .expect("binds over the stale socket file");
     });
 }
@@ -228,17 +241,21 @@ fn bad_addresses_are_typed_errors() {
         let r = lp.create_datagram_endpoint(recorder(false).0, None, None, opts).await;
         assert!(matches!(r, Err(Error::DatagramAddress { .. })), "{r:?}");
         let unix = DatagramAddr::Unix(Some("/tmp/x.sock".into()));
-        let r = lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), Some(unix.clone()), opts).await;
+        let r = lp
+            .create_datagram_endpoint(recorder(false).0, Some(v4(0)), Some(unix.clone()), opts)
+            .await;
         assert!(matches!(r, Err(Error::DatagramAddress { .. })), "{r:?}");
         let v6 = DatagramAddr::Inet("[::1]:9".parse().unwrap());
         let r = lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), Some(v6), opts).await;
         assert!(matches!(r, Err(Error::DatagramAddress { .. })), "{r:?}");
-        let r = lp.create_datagram_endpoint(
-            recorder(false).0,
-            Some(DatagramAddr::Unix(None)),
-            None,
-            opts.reuse_port(true),
-        ).await;
+        let r = lp
+            .create_datagram_endpoint(
+                recorder(false).0,
+                Some(DatagramAddr::Unix(None)),
+                None,
+                opts.reuse_port(true),
+            )
+            .await;
         assert!(matches!(r, Err(Error::DatagramAddress { .. })), "{r:?}");
         assert!(lp.is_empty(), "no transport left behind");
     });
@@ -249,11 +266,15 @@ fn reuse_port_shares_a_port_and_without_it_the_port_is_in_use() {
     on_both_runtimes(|| async {
         let mut lp = Loop::new();
         let opts = DatagramOptions::default().reuse_port(true);
-        let a = lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, opts).await.unwrap();
+        let a =
+            lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, opts).await.unwrap();
         let at = a.local_addr().clone();
-        lp.create_datagram_endpoint(recorder(false).0, Some(at.clone()), None, opts).await
+        lp.create_datagram_endpoint(recorder(false).0, Some(at.clone()), None, opts)
+            .await
             .expect("a second socket on the same port");
-        let r = lp.create_datagram_endpoint(recorder(false).0, Some(at), None, Default::default()).await;
+        let r = lp
+            .create_datagram_endpoint(recorder(false).0, Some(at), None, Default::default())
+            .await;
         match r {
             Err(Error::Datagram { error, .. }) => assert_eq!(error.kind(), ErrorKind::AddrInUse),
             other => panic!("expected AddrInUse, got {other:?}"),
@@ -289,10 +310,12 @@ fn recv_buffer_size_is_applied() {
     on_both_runtimes(|| async {
         let mut lp = Loop::new();
         let small = lp
-            .create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, Default::default()).await
+            .create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, Default::default())
+            .await
             .unwrap();
         let opts = DatagramOptions::default().recv_buffer_size(1 << 20);
-        let big = lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, opts).await.unwrap();
+        let big =
+            lp.create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, opts).await.unwrap();
         assert!(big.recv_buffer_size() > small.recv_buffer_size());
         if big.recv_buffer_size() < 1 << 20 {
             println!("SKIPPED (the 1 MiB check: net.core.rmem_max caps SO_RCVBUF here)");
@@ -313,7 +336,10 @@ fn icmp_error_reaches_a_transport_that_is_not_reading() {
             DatagramAddr::Inet(s.local_addr().unwrap())
         };
         let (p, seen) = recorder(false);
-        let ep = lp.create_datagram_endpoint(p, Some(v4(0)), Some(closed), Default::default()).await.unwrap();
+        let ep = lp
+            .create_datagram_endpoint(p, Some(v4(0)), Some(closed), Default::default())
+            .await
+            .unwrap();
         lp.with(|ctx| {
             ctx.pause_reading(ep.handle()).unwrap();
             ctx.sendto(ep.handle(), b"x", None).unwrap();
@@ -329,7 +355,8 @@ fn extra_has_sockname_peername_and_fd() {
     on_both_runtimes(|| async {
         let mut lp = Loop::new();
         let server = lp
-            .create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, Default::default()).await
+            .create_datagram_endpoint(recorder(false).0, Some(v4(0)), None, Default::default())
+            .await
             .unwrap();
         let to = server.local_addr().clone();
         let c = lp
@@ -338,7 +365,8 @@ fn extra_has_sockname_peername_and_fd() {
                 Some(v4(0)),
                 Some(to.clone()),
                 Default::default(),
-            ).await
+            )
+            .await
             .unwrap();
         let extra = lp.with(|ctx| ctx.extra(c.handle()).cloned()).unwrap();
         assert_eq!(extra.sockname.map(DatagramAddr::Inet).as_ref(), Some(c.local_addr()));
@@ -359,12 +387,15 @@ fn unix_receiver_not_reading_makes_the_sender_queue_pause_and_flush_in_order() {
         let path = TempPath::new("flow");
         let mut lp = Loop::new();
         let (server, server_seen) = recorder(false);
-        let s =
-            lp.create_datagram_endpoint(server, Some(path.addr()), None, Default::default()).await.unwrap();
+        let s = lp
+            .create_datagram_endpoint(server, Some(path.addr()), None, Default::default())
+            .await
+            .unwrap();
         lp.with(|ctx| ctx.pause_reading(s.handle())).unwrap();
         let (client, seen) = recorder(false);
         let local = Some(DatagramAddr::Unix(None));
-        let c = lp.create_datagram_endpoint(client, local, Some(path.addr()), Default::default()).await;
+        let c =
+            lp.create_datagram_endpoint(client, local, Some(path.addr()), Default::default()).await;
         let c = c.unwrap();
         let payload = |i: usize| -> Vec<u8> {
             let mut d = vec![(i % 251) as u8; 1_000];

@@ -258,8 +258,11 @@ fn a_tty_works_as_a_read_pipe() {
         grantpt(&master).unwrap();
         unlockpt(&master).unwrap();
         let name = ptsname(&master, Vec::new()).unwrap();
-        let mut slave =
-            std::fs::OpenOptions::new().read(true).write(true).open(name.to_str().unwrap()).unwrap();
+        let mut slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
         let mut lp = Loop::new();
         let (p, seen) = recorder();
         lp.connect_read_pipe(master, p).await.unwrap();
