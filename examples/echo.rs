@@ -11,11 +11,15 @@
 //! cargo run --release --example echo -- --driver smol     # … and on aioport-smol
 //! ```
 //!
-//! `--driver poll|tokio|tokio-mt|smol` picks the server loops' driver: the built-in poll
-//! loop (default), `aioport-tokio` on a current-thread runtime per loop thread,
-//! `aioport-tokio` on one multi-thread runtime (each loop in a `LocalSet` on its own
-//! thread), or `aioport-smol` (`block_on` per loop thread). Only the bootstrap differs;
-//! the clients run on the poll loop.
+//! `--driver poll|tokio|tokio-mt|tokio-handle|smol` picks the server loops' driver: the
+//! built-in poll loop (default); `aioport-tokio` on a current-thread runtime per loop
+//! thread (`tokio`: `--threads` loops, default 1); `aioport-tokio` thread-per-core
+//! (`tokio-mt`: `aioport_tokio::spawn_server`, one loop and current-thread runtime per
+//! core unless `--threads` says otherwise, sharing the port with `SO_REUSEPORT`);
+//! `aioport-tokio` embedded in one multi-thread runtime (`tokio-handle`: each loop in a
+//! `LocalSet` on its own thread, the runtime's workers driving I/O); or `aioport-smol`
+//! (`block_on` per loop thread). Only the bootstrap differs; the clients run on the poll
+//! loop.
 //!
 //! The server's protocol stops reading while its write buffer is above the high-water mark
 //! (`pause_reading()` in `pause_writing()`, `resume_reading()` in `resume_writing()`), so a
@@ -263,12 +267,15 @@ enum DriverKind {
     Poll,
     Tokio,
     TokioMt,
+    TokioHandle,
     Smol,
 }
 
 struct Args {
     driver: DriverKind,
     threads: usize,
+    /// `--threads` was given (`tokio-mt` otherwise runs one loop per core).
+    threads_given: bool,
     clients: usize,
     mib: usize,
     port: Option<u16>,
@@ -279,6 +286,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         driver: DriverKind::Poll,
         threads: 1,
+        threads_given: false,
         clients: 4,
         mib: 8,
         port: None,
@@ -290,7 +298,10 @@ fn parse_args() -> Result<Args, String> {
             it.next().and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a number"))
         };
         match a.as_str() {
-            "--threads" => args.threads = value("--threads")?.max(1),
+            "--threads" => {
+                args.threads = value("--threads")?.max(1);
+                args.threads_given = true;
+            }
             "--clients" => args.clients = value("--clients")?.max(1),
             "--mib" => args.mib = value("--mib")?.max(1),
             "--port" => {
@@ -302,14 +313,19 @@ fn parse_args() -> Result<Args, String> {
                     Some("poll") => DriverKind::Poll,
                     Some("tokio") => DriverKind::Tokio,
                     Some("tokio-mt") => DriverKind::TokioMt,
+                    Some("tokio-handle") => DriverKind::TokioHandle,
                     Some("smol") => DriverKind::Smol,
-                    _ => return Err("--driver needs poll, tokio, tokio-mt or smol".into()),
+                    _ => {
+                        return Err(
+                            "--driver needs poll, tokio, tokio-mt, tokio-handle or smol".into()
+                        );
+                    }
                 }
             }
             _ => {
                 return Err(format!(
                     "unknown argument {a:?}\nusage: echo [--threads N] [--clients N] [--mib N] \
-                     [--same-loop] [--port PORT] [--driver poll|tokio|tokio-mt|smol]"
+                     [--same-loop] [--port PORT] [--driver poll|tokio|tokio-mt|tokio-handle|smol]"
                 ));
             }
         }
@@ -435,29 +451,75 @@ fn run_elsewhere(
 
 mod tokio_servers {
     use super::*;
-    use aioport_tokio::{LoopThread, Runtime, spawn_loop};
+    use aioport_tokio::{LoopThread, Runtime, ServerOptions, loops_per_core, spawn_loop};
 
     /// The clients' reports and how long they took.
     type ClientsRun = (Vec<ClientReport>, Duration);
 
-    /// Starts `threads` server loops on `addr` (the first picks the port if it is 0).
+    /// Running servers: a thread-per-core group, or loops embedded in a multi-thread
+    /// runtime (`--driver tokio-handle`).
+    enum Servers {
+        Group(aioport_tokio::ServerGroup),
+        Embedded(Vec<LoopThread>, tokio::runtime::Runtime),
+    }
+
+    impl Servers {
+        fn stop(&self) {
+            match self {
+                Servers::Group(g) => g.stop(),
+                Servers::Embedded(loops, _) => loops.iter().for_each(LoopThread::stop),
+            }
+        }
+
+        fn join(self) -> Result<(), Box<dyn Error>> {
+            match self {
+                Servers::Group(g) => g.join().map_err(|_| "server thread panicked")?,
+                Servers::Embedded(loops, _runtime) => {
+                    for t in loops {
+                        t.join().map_err(|_| "server thread panicked")?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// How many loops serve: `--threads` if given; for `tokio-mt` one per core.
+    fn loops(args: &Args) -> usize {
+        match args.driver {
+            DriverKind::TokioMt if !args.threads_given => loops_per_core().get(),
+            _ => args.threads,
+        }
+    }
+
+    /// Starts the server loops on `addr` (the first picks the port if it is 0).
     fn spawn(
-        threads: usize,
+        args: &Args,
         addr: SocketAddr,
         stats: &Arc<ServerStats>,
-        runtime: &Runtime,
-    ) -> Result<(SocketAddr, Vec<LoopThread>), Box<dyn Error>> {
+    ) -> Result<(SocketAddr, Servers), Box<dyn Error>> {
+        let n = loops(args);
+        let options = ServerOptions::default().backlog(4096).reuse_port(n > 1);
+        let stats = stats.clone();
+        let factory =
+            move || -> Box<dyn Protocol> { Box::new(EchoServer { stats: stats.clone() }) };
+        if args.driver != DriverKind::TokioHandle {
+            // tokio and tokio-mt: thread-per-core, a current-thread runtime per loop.
+            let n = std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN);
+            let group = aioport_tokio::spawn_server(addr, n, options, factory)?;
+            return Ok((group.addr(), Servers::Group(group)));
+        }
+        // tokio-handle: one multi-thread runtime (a worker per core) drives I/O and
+        // timers; each loop runs in a LocalSet on a thread of its own.
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let factory = Arc::new(factory);
         let mut addr = addr;
-        let mut servers = Vec::new();
-        for _ in 0..threads {
+        let mut loops = Vec::new();
+        for _ in 0..n {
             let (tx, rx) = std::sync::mpsc::channel();
-            let stats = stats.clone();
+            let factory = factory.clone();
             let main = move |mut lp: aioport_tokio::Loop| async move {
-                let factory =
-                    move || -> Box<dyn Protocol> { Box::new(EchoServer { stats: stats.clone() }) };
-                let options =
-                    aioport_tokio::ServerOptions::default().backlog(4096).reuse_port(threads > 1);
-                match lp.create_server(addr, factory, options).await {
+                match lp.create_server(addr, move || factory(), options).await {
                     Ok(server) => {
                         let _ = tx.send(Ok(server.addr()));
                         lp.run_forever().await;
@@ -465,11 +527,10 @@ mod tokio_servers {
                     Err(e) => drop(tx.send(Err(e.to_string()))),
                 }
             };
-            let thread = spawn_loop(runtime.clone(), main)?;
+            loops.push(spawn_loop(Runtime::Handle(rt.handle().clone()), main)?);
             addr = rx.recv()??;
-            servers.push(thread);
         }
-        Ok((addr, servers))
+        Ok((addr, Servers::Embedded(loops, rt)))
     }
 
     /// With `--port`: serves until killed (`None`); otherwise runs the clients on a poll
@@ -478,43 +539,25 @@ mod tokio_servers {
         args: &Args,
         stats: &Arc<ServerStats>,
     ) -> Result<Option<ClientsRun>, Box<dyn Error>> {
-        // tokio-mt: one multi-thread runtime (a worker per core) drives I/O and timers.
-        let mt = match args.driver {
-            DriverKind::TokioMt => {
-                Some(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-            }
-            _ => None,
-        };
-        let runtime = match &mt {
-            Some(rt) => Runtime::Handle(rt.handle().clone()),
-            None => Runtime::CurrentThread,
-        };
+        let n = loops(args);
         if let Some(port) = args.port {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            eprintln!("echo: {} aioport-tokio loop(s) serving {addr} until killed", args.threads);
-            let (_, servers) = spawn(args.threads, addr, stats, &runtime)?;
-            for t in servers {
-                t.join().map_err(|_| "server thread panicked")?;
-            }
-            return Ok(None);
+            eprintln!("echo: {n} aioport-tokio loop(s) serving {addr} until killed");
+            let (_, servers) = spawn(args, addr, stats)?;
+            return servers.join().map(|()| None);
         }
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (addr, servers) = spawn(args.threads, any, stats, &runtime)?;
+        let (addr, servers) = spawn(args, any, stats)?;
         println!(
-            "echo server on {addr} ({} aioport-tokio loop thread{}); {} clients on the main \
+            "echo server on {addr} ({n} aioport-tokio loop thread{}); {} clients on the main \
              thread's poll loop",
-            args.threads,
-            if args.threads == 1 { "" } else { "s" },
+            if n == 1 { "" } else { "s" },
             args.clients
         );
         let mut lp = Loop::new()?;
         let result = run_clients(&mut lp, addr, args.clients, args.mib << 20);
-        for t in &servers {
-            t.stop();
-        }
-        for t in servers {
-            t.join().map_err(|_| "server thread panicked")?;
-        }
+        servers.stop();
+        servers.join()?;
         Ok(Some(result?))
     }
 }

@@ -7,16 +7,22 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
 use ::tokio::runtime::{Builder, Runtime};
 use ::tokio::task::LocalSet;
-use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_tokio::{Error, ErrorReport, Loop, Server, ServerOptions};
+use aioport::{
+    ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
+    StreamHandle, SubprocessHandle, SubprocessProtocol,
+};
+use aioport_tokio::{
+    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions, Stdio,
+    SubprocessOptions,
+};
 
-use crate::driver::{Driver, Factory, Listening};
+use crate::driver::{Bind, Bound, ChildStdio, Driver, Factory, Family, Listening, Program};
 
 /// No scenario takes more than this; a stuck one fails instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -124,6 +130,18 @@ impl<F: Flavor> Driver for Tokio<F> {
         true
     }
 
+    fn close_clients(&mut self, id: usize) -> Option<usize> {
+        let _runtime = self.rt.enter();
+        Some(self.lp.close_clients(ServerId::from_raw(id as u32)))
+    }
+
+    fn wait_closed(&mut self, id: usize) -> bool {
+        match F::block_on(&self.rt, self.lp.wait_closed(ServerId::from_raw(id as u32), LIMIT)) {
+            Ok(()) => true,
+            Err(e) => panic!("{}: wait_closed: {e}", F::NAME),
+        }
+    }
+
     fn connect(
         &mut self,
         to: &Endpoint,
@@ -183,5 +201,99 @@ impl<F: Flavor> Driver for Tokio<F> {
 
     fn transports(&self) -> usize {
         self.lp.len()
+    }
+
+    fn datagram_endpoint(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        bind: Bind,
+        remote: Option<DatagramAddr>,
+        recv_buffer: Option<usize>,
+    ) -> Result<Bound, String> {
+        let local = match bind {
+            Bind::Loopback(Family::V4) => DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Bind::Loopback(Family::V6) => {
+                if UdpSocket::bind("[::1]:0").is_err() {
+                    return Err(format!("{}: ::1 is not available on this host", F::NAME));
+                }
+                DatagramAddr::Inet("[::1]:0".parse().expect("an IPv6 address"))
+            }
+            Bind::Loopback(Family::Unix) => DatagramAddr::Unix(Some(self.unix_path())),
+            Bind::Autobind => DatagramAddr::Unix(None),
+            Bind::At(addr) => addr,
+        };
+        let mut options = DatagramOptions::default();
+        if let Some(bytes) = recv_buffer {
+            options = options.recv_buffer_size(bytes);
+        }
+        let opened =
+            self.lp.create_datagram_endpoint(protocol, Some(local.clone()), remote, options);
+        let ep = F::block_on(&self.rt, opened)
+            .unwrap_or_else(|e| panic!("{}: datagram endpoint at {local:?}: {e}", F::NAME));
+        if let Some(bytes) = recv_buffer
+            && ep.recv_buffer_size() < bytes
+        {
+            // Without CAP_NET_ADMIN the kernel caps SO_RCVBUF at net.core.rmem_max.
+            return Err(format!(
+                "{}: SO_RCVBUF is {} bytes, below the {bytes} asked; raise net.core.rmem_max",
+                F::NAME,
+                ep.recv_buffer_size()
+            ));
+        }
+        Ok(Bound { handle: ep.handle(), addr: ep.local_addr().clone() })
+    }
+
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let mut options = SubprocessOptions::default();
+        if stdio == ChildStdio::StderrToStdout {
+            options = options.stderr(Stdio::Stdout);
+        }
+        // As on the poll loop: `exec` where the child is to be signalled; a child still
+        // running when the loop is dropped (a failed scenario) is killed and reaped.
+        let cmd = match program {
+            Program::Cat => {
+                let spawn = self.lp.subprocess_exec(protocol, "cat", [] as [&str; 0], options);
+                let r = F::block_on(&self.rt, spawn);
+                return Ok(r.unwrap_or_else(|e| panic!("{}: spawn cat: {e}", F::NAME)));
+            }
+            Program::Exit(code) => format!("exit {code}"),
+            Program::Sleep => "exec sleep 30".to_owned(),
+            Program::CloseStdoutThenSleep => "exec >&-; exec sleep 30".to_owned(),
+            Program::GrandchildHoldsStdout(code) => {
+                format!("exec 3<&0; (read x <&3; echo bye) & exit {code}")
+            }
+            Program::OutThenErr => "echo out; echo err >&2".to_owned(),
+        };
+        let r = F::block_on(&self.rt, self.lp.subprocess_shell(protocol, &cmd, options));
+        Ok(r.unwrap_or_else(|e| panic!("{}: spawn sh -c {cmd:?}: {e}", F::NAME)))
+    }
+
+    fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {
+        match family {
+            Family::Unix => DatagramAddr::Unix(Some(self.unix_path())),
+            Family::V4 | Family::V6 => {
+                let at = if family == Family::V4 { "127.0.0.1:0" } else { "[::1]:0" };
+                // Bound then closed: nothing is bound there.
+                let s = UdpSocket::bind(at).expect("bind a loopback UDP port");
+                DatagramAddr::Inet(s.local_addr().expect("local address"))
+            }
+        }
+    }
+}
+
+impl<F> Tokio<F> {
+    /// A fresh socket path in the temporary directory, removed when the driver is dropped.
+    fn unix_path(&mut self) -> std::path::PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-conf-tokio-dgram-{}-{n}.sock", std::process::id()));
+        self.unix_paths.push(path.clone());
+        path
     }
 }

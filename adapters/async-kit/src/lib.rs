@@ -11,6 +11,8 @@
 //!   `stop`) through a bounded queue.
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
+//! * [`datagram`]: opening datagram sockets, `sendto` / `recvfrom` with `MSG_TRUNC`.
+//! * [`pipe`]: what a descriptor must be to become a pipe transport.
 //! * [`process`]: spawning children with the loop's pipes, watching and reaping them
 //!   through a pidfd.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
@@ -18,7 +20,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod datagram;
 mod error;
+pub mod pipe;
 pub mod process;
 mod remote;
 mod server;

@@ -122,7 +122,11 @@ impl Loop {
                     c.wake.taken();
                     self.poll_connect(h, now);
                 }
-                None => self.serve_conn(h, now, woken),
+                None => {
+                    if !self.serve_datagram(h, now, woken) && !self.serve_process(h, now, woken) {
+                        self.serve_conn(h, now, woken);
+                    }
+                }
             },
         }
     }
@@ -144,8 +148,18 @@ impl Loop {
             interest = i;
         }
         if interest.read {
-            self.read(h, now);
+            match self.io.get_mut(h) {
+                // The write end of a pipe reads only its read end closing.
+                Some(c) if c.sock.is_write_pipe() => {
+                    if c.poll_hangup().is_ready() {
+                        let r = self.registry.on_readable(h, now, &mut self.io);
+                        self.report_driver(h, r);
+                    }
+                }
+                _ => self.read(h, now),
+            }
         }
+        self.check_idle(h, now);
         if !self.remote_streams.is_empty()
             && let Some(state) = self.remote_streams.get(&h).cloned()
         {
@@ -174,6 +188,22 @@ impl Loop {
         self.queue(h);
     }
 
+    /// A transport that wants neither to read nor to write (paused for reading, nothing
+    /// queued) would not see a reset until it wants I/O again; its idle watcher reports
+    /// `EPOLLERR` at once, and the pending error ends the connection now, as on the poll
+    /// loop.
+    fn check_idle(&mut self, h: Handle, now: Instant) {
+        let Ok(interest) = self.registry.interest(h) else { return };
+        let Some(c) = self.io.get_mut(h) else { return };
+        if interest.read || interest.write {
+            return;
+        }
+        if let Some(e) = c.poll_idle_error() {
+            let r = self.registry.handle_error(h, e.into(), now, &mut self.io);
+            self.report_driver(h, r);
+        }
+    }
+
     /// Asks tokio for readiness in each direction `h` wants: already ready (an edge came
     /// while serving, or a read budget ran out) queues it for the next turn; otherwise
     /// tokio stores the connection's waker. No syscall either way.
@@ -184,15 +214,18 @@ impl Loop {
             return;
         }
         let mut cx = Context::from_waker(&c.waker);
-        let ready = (interest.read && c.sock.poll_read_ready(&mut cx).is_ready())
+        let mut ready = (interest.read && c.sock.poll_read_ready(&mut cx).is_ready())
             || (interest.write && c.sock.poll_write_ready(&mut cx).is_ready());
+        if interest.read && c.sock.is_write_pipe() {
+            ready |= c.poll_hangup().is_ready();
+        }
         if ready {
             self.queue(h);
         }
     }
 
     /// Puts `h` in the local ready list (once).
-    fn queue(&mut self, h: Handle) {
+    pub(crate) fn queue(&mut self, h: Handle) {
         if let Some(c) = self.io.get_mut(h)
             && !c.queued
         {
@@ -214,7 +247,9 @@ impl Loop {
             while let Some(h) = self.registry.poll_io() {
                 // A transport that now wants to read or write gets its wakers armed on
                 // the next turn.
-                if self.registry.interest(h).is_ok_and(|i| i.read || i.write) {
+                // A transport that now wants nothing gets its idle watcher (when it has
+                // a socket: not a transport still connecting, nor one just closed).
+                if self.registry.interest(h).is_ok() && !self.queue_datagram(h) {
                     self.queue(h);
                 }
             }
@@ -237,6 +272,10 @@ impl Loop {
         }
         if !self.io.closed.is_empty() {
             self.remotes_after_close();
+        }
+        while let Some(h) = self.io.rearm.pop() {
+            // Its watcher was dropped for an I/O call outside its own serve.
+            self.queue(h);
         }
     }
 
@@ -332,7 +371,7 @@ impl Loop {
             sock.set_nodelay();
         }
         let h = self.registry.insert_stream(protocol, extra_of(&sock, peer)).handle();
-        self.io.insert(h, sock);
+        self.io.insert(h, sock, Some(server));
         // Its first serve reads what already arrived and arms its waker.
         self.queue(h);
     }
@@ -349,13 +388,13 @@ impl Loop {
         let future: Pin<Box<dyn Future<Output = io::Result<Sock>>>> =
             match endpoint {
                 Endpoint::Addr(addr) => {
-                    Box::pin(async move { TcpStream::connect(addr).await.map(Sock::Tcp) })
+                    Box::pin(async move { TcpStream::connect(addr).await.map(Sock::tcp) })
                 }
                 Endpoint::Host { host, port } => Box::pin(async move {
-                    TcpStream::connect((host.as_str(), port)).await.map(Sock::Tcp)
+                    TcpStream::connect((host.as_str(), port)).await.map(Sock::tcp)
                 }),
                 Endpoint::Unix(path) => {
-                    Box::pin(async move { UnixStream::connect(path).await.map(Sock::Unix) })
+                    Box::pin(async move { UnixStream::connect(path).await.map(Sock::unix) })
                 }
                 other => {
                     let e = io::Error::new(
@@ -385,7 +424,7 @@ impl Loop {
                     sock.set_nodelay();
                 }
                 let extra = extra_of(&sock, sock.peer_addr());
-                self.io.insert(h.handle(), sock);
+                self.io.insert(h.handle(), sock, None);
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);

@@ -353,12 +353,13 @@ impl Loop {
     /// Runs one turn without waiting: serves what is ready and what is due, then returns
     /// (for tests and for code that interleaves the loop with other work).
     pub async fn run_once(&mut self) {
-        let mut checks = 0;
-        self.run(false, |_| {
-            checks += 1;
-            checks > 1
-        })
-        .await;
+        // One turn, then Ready: an idle turn must not wait for a wake-up.
+        let once = poll_fn(|cx| {
+            self.shared.set_waker(cx.waker());
+            self.turn();
+            Poll::Ready(())
+        });
+        tokio::task::unconstrained(once).await;
     }
 
     /// Makes the current (or next) run return after its current turn (asyncio's `stop`):

@@ -1,8 +1,9 @@
 //! # aioport-tokio
 //!
 //! The tokio driver for [`aioport`]: asyncio's loop — `create_server`,
-//! `create_connection`, `call_soon`, `call_later`, `run_forever`, `stop` — as one future
-//! per loop on tokio. Protocols written against [`aioport::Protocol`] run on it unchanged:
+//! `create_connection`, `create_unix_server`, `connect_read_pipe` / `connect_write_pipe`,
+//! `create_datagram_endpoint`, `subprocess_exec` / `subprocess_shell`, `call_soon`,
+//! `call_later`, `run_forever`, `stop` — as one future per loop on tokio. Protocols written against [`aioport::Protocol`] run on it unchanged:
 //! switching from the built-in poll loop (`aioport-poll`) changes the bootstrap (an async
 //! runtime, `.await` on the loop's methods), never the protocol code.
 //!
@@ -87,10 +88,16 @@
 //!   would make sockets look not ready in the middle of a turn).
 //! * **Threads.** Protocols need not be `Send`: a loop stays on the thread that made it —
 //!   a current-thread runtime, or `block_on` / a `LocalSet` with a multi-thread runtime
-//!   (whose workers then run tokio's I/O driver and timers). Scaling past one core is one
-//!   loop per thread, each with a server on the same port
-//!   ([`ServerOptions::reuse_port`]), its protocols built on that thread from a `Send`
-//!   factory: see [`spawn_loop`].
+//!   (whose workers then run tokio's I/O driver and timers). See [Multi-core](#multi-core).
+//! * **Errors and hang-ups while idle.** A transport that wants neither to read nor to
+//!   write (paused for reading, nothing queued) keeps a watcher on tokio's
+//!   `ready(Interest::ERROR)`: a reset reaches `connection_lost` at once, as `EPOLLERR`
+//!   does on the poll loop. The same watcher tells the write end of a pipe that its read
+//!   end closed, and a datagram endpoint of a pending ICMP error (`error_received`).
+//! * **Children** are spawned with std (`aioport_async_kit::process`) and watched through
+//!   their pidfd with tokio's fd readiness; reaped with `waitid(P_PIDFD)`, signalled with
+//!   `pidfd_send_signal`, killed and reaped if the loop is dropped first. Linux 5.3 or
+//!   later; elsewhere the spawn fails.
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
 //!   `close_server`, `stop`, through a bounded queue) and, per transport, a
 //!   [`RemoteStream`]: writes through a queue bounded in bytes at the transport's
@@ -98,13 +105,37 @@
 //!   in its `write_buffer_size()` as external pending bytes; `drain().await`,
 //!   `wait_closed().await`, close, abort, pause and resume reading.
 //!
+//! # Multi-core
+//!
+//! A loop is one thread's worth of work; a server scales past one core with N loops. The
+//! driver has two ways to run them, and they are not the same thing:
+//!
+//! * **Thread-per-core** ([`spawn_server`], [`spawn_loops`]): N threads, each with its own
+//!   current-thread runtime and one loop, each loop listening on the same port with
+//!   `SO_REUSEPORT` so the kernel spreads connections. Nothing is shared: every wake-up
+//!   stays on its thread. This is the mode for a dedicated server, and the one
+//!   `examples/echo.rs --driver tokio-mt` runs. It is *not* tokio's work-stealing
+//!   scheduler: a connection stays on the loop that accepted it, so a loop whose
+//!   connections are busier than the others' is not relieved by idle threads.
+//! * **Embedded in a multi-thread runtime** ([`spawn_loop`] with [`Runtime::Handle`]):
+//!   the loop runs in a `LocalSet` on a thread of its own, and the runtime's workers run
+//!   tokio's I/O driver and timers. Use it to share an existing runtime with other tasks.
+//!   Its price: every I/O wake-up crosses threads (a worker wakes the loop thread), which
+//!   costs about twice the server CPU per request of a current-thread loop in the echo
+//!   benchmark (see the README's table).
+//!
 //! This crate has no `unsafe` code: what tokio lacks (`SO_REUSEPORT`, the backlog,
 //! `SO_LINGER`, `shutdown(SHUT_WR)` on a borrowed socket) comes from rustix's safe API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod event_loop;
+mod lifecycle;
+mod loops;
+mod pipes;
+mod process;
 mod remote_stream;
 mod server;
 mod sockets;
@@ -112,10 +143,13 @@ mod thread;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
+pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
+pub use process::{Stdio, SubprocessOptions};
 pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};

@@ -79,8 +79,8 @@ impl ListenSock {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Sock, Option<SocketAddr>)>> {
         match self {
-            ListenSock::Tcp(l) => l.poll_accept(cx).map_ok(|(s, peer)| (Sock::Tcp(s), Some(peer))),
-            ListenSock::Unix(l) => l.poll_accept(cx).map_ok(|(s, _)| (Sock::Unix(s), None)),
+            ListenSock::Tcp(l) => l.poll_accept(cx).map_ok(|(s, peer)| (Sock::tcp(s), Some(peer))),
+            ListenSock::Unix(l) => l.poll_accept(cx).map_ok(|(s, _)| (Sock::unix(s), None)),
         }
     }
 }
