@@ -13,6 +13,8 @@
 //!   [`ServerOptions`]: how servers listen.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
+//! * [`unix::BoundFile`]: a Unix server's socket file, removed when the server closes
+//!   unless it was replaced meanwhile.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ mod error;
 mod remote;
 mod server;
 pub mod sys;
+pub mod unix;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};

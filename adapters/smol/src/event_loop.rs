@@ -237,12 +237,16 @@ impl Loop {
                 }
             }
         }
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: indices }));
+        let entry = ServerEntry { factory: Box::new(factory), listeners: indices, _file: None };
+        self.servers.push(Some(entry));
         Ok(Server { id, addrs: bound })
     }
 
     /// Listens on the Unix stream socket `path` (asyncio's `create_unix_server`); the
-    /// path must not exist. The returned [`Server`] has no socket addresses.
+    /// path must not exist. The returned [`Server`] has no socket addresses. Closing the
+    /// server (or dropping the loop) removes the socket file, unless another file was put
+    /// at `path` meanwhile (asyncio 3.13's `cleanup_socket`; device and inode are
+    /// compared, as on the poll loop).
     ///
     /// # Errors
     ///
@@ -257,8 +261,10 @@ impl Loop {
             .and_then(Async::new)
             .map_err(|error| Error::BindUnix { path: path.to_owned(), error })?;
         let id = ServerId::from_raw(self.servers.len() as u32);
+        let file = aioport_async_kit::unix::BoundFile::of(path);
         let index = self.add_listener(id, ListenSock::Unix(l), false);
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
+        let entry = ServerEntry { factory: Box::new(factory), listeners: vec![index], _file: file };
+        self.servers.push(Some(entry));
         Ok(Server { id, addrs: Vec::new() })
     }
 
@@ -287,8 +293,8 @@ impl Loop {
         }
     }
 
-    /// Closes a server: its listening sockets are closed, accepted connections go on.
-    /// False if it was already closed. Also [`Server::close`] and
+    /// Closes a server: its listening sockets are closed (a Unix server's socket file is
+    /// removed), accepted connections go on. False if it was already closed. Also [`Server::close`] and
     /// [`LoopHandle::close_server`].
     pub fn close_server(&mut self, id: ServerId) -> bool {
         let Some(entry) = self.servers.get_mut(id.get() as usize).and_then(Option::take) else {
