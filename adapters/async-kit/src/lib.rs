@@ -9,6 +9,11 @@
 //!   costs O(ready), never O(sockets).
 //! * [`LoopHandle`]: the `Send` face of a loop (`call_soon_threadsafe`, `close_server`,
 //!   `stop`) through a bounded queue.
+//! * [`RemoteStream`]: the `Send` handle to one stream transport (writes through a queue
+//!   bounded in bytes at its high-water mark, counted as external pending bytes; `drain`,
+//!   `wait_closed`), and [`RemoteStreams`], the loop's side of them.
+//! * [`LoopThread`]: a loop on a thread of its own (what the drivers' `spawn_loop`
+//!   return).
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
@@ -20,11 +25,15 @@
 
 mod error;
 mod remote;
+mod remote_stream;
 mod server;
 pub mod sys;
+mod thread;
 pub mod unix;
 pub mod wake;
 
 pub use error::{Error, ErrorReport, ServerId};
 pub use remote::{Command, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteCall, RemoteError};
+pub use remote_stream::{RemoteStream, RemoteStreams};
 pub use server::ServerOptions;
+pub use thread::{LoopThread, Started};

@@ -61,17 +61,27 @@ pub(crate) struct Connecting {
 impl Loop {
     /// One turn; false when there was nothing to do.
     pub(crate) fn turn(&mut self) -> bool {
+        let mut remotes = false;
         if self.shared.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
             let mut inner = self.shared.lock();
             std::mem::swap(&mut inner.ready, &mut self.woken);
             std::mem::swap(&mut inner.commands, &mut self.commands);
+            drop(inner);
+            remotes = self.remotes.take_queued();
         }
         let now = Instant::now();
-        let mut worked = !self.woken.is_empty() || !self.commands.is_empty();
+        let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || remotes;
         // Served after this turn's wake-ups; keys queued while serving wait for the next
         // turn (fairness).
         let waiting = self.ready.len();
         worked |= waiting > 0;
+
+        if remotes {
+            let connecting = &self.connecting;
+            let is_connecting = |h| connecting.contains_key(&h);
+            self.remotes.pump_queued(&mut self.registry, &mut self.io, now, is_connecting);
+            self.after_registry(now);
+        }
 
         let mut commands = std::mem::take(&mut self.commands);
         for cmd in commands.drain(..) {
@@ -137,6 +147,10 @@ impl Loop {
         }
         if interest.read {
             self.read(h, now);
+        }
+        if !self.remotes.is_empty() {
+            // Room in the transport's queue moves writes in from the cross-task queue.
+            self.remotes.pump(h, &mut self.registry, &mut self.io, now);
         }
         self.arm(h);
         self.after_registry(now);
@@ -221,6 +235,12 @@ impl Loop {
             if !more {
                 break;
             }
+        }
+        if !self.io.closed.is_empty() {
+            for h in self.io.closed.drain(..) {
+                self.remotes.closed(h);
+            }
+            self.remotes.after_registry(&self.registry);
         }
     }
 
@@ -374,6 +394,10 @@ impl Loop {
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);
+                if !self.remotes.is_empty() {
+                    // Writes other tasks queued while connecting.
+                    self.remotes.pump(h.handle(), &mut self.registry, &mut self.io, now);
+                }
                 self.queue(h.handle());
                 self.after_registry(now);
             }
@@ -383,6 +407,7 @@ impl Loop {
 
     fn connect_failed(&mut self, h: StreamHandle, err: ConnectionError, now: Instant) {
         self.connecting.remove(&h.handle());
+        self.io.closed.push(h.handle());
         self.outcome(h, Err(err.clone()));
         let r = self.registry.handle_connect_failed(h, err, now, &mut self.io);
         self.report_driver(h.handle(), r);

@@ -93,8 +93,13 @@
 //!   (`smol::block_on`, or a `LocalExecutor` run on that thread). Scaling past one core
 //!   is one loop per thread, each with a server on the same port
 //!   ([`ServerOptions::reuse_port`]).
+//!   [`spawn_loop`] starts a loop on a thread of its own.
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
-//!   `close_server`, `stop`, through a bounded queue).
+//!   `close_server`, `stop`, through a bounded queue) and, per transport, a
+//!   [`RemoteStream`] ([`Loop::remote_stream`]): writes through a queue bounded in bytes
+//!   at the transport's high-water mark (`write().await` waits, `try_write` returns
+//!   `BufferFull`), counted in its `write_buffer_size()` as external pending bytes;
+//!   `drain().await`, `wait_closed().await`, close, abort, pause and resume reading.
 //! * A server's life after `close` is asyncio 3.13's: [`Loop::close_clients`],
 //!   [`Loop::abort_clients`], [`Loop::wait_closed`].
 //!
@@ -108,9 +113,12 @@ mod event_loop;
 mod lifecycle;
 mod server;
 mod sockets;
+mod thread;
 
 pub use aioport_async_kit::{
-    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
+    Error, ErrorReport, LoopHandle, LoopThread, REMOTE_QUEUE_CAPACITY, RemoteError, RemoteStream,
+    ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
 pub use server::{ProtocolFactory, Server};
+pub use thread::spawn_loop;

@@ -119,6 +119,9 @@ pub(crate) struct Sockets {
     pub(crate) nodelay: bool,
     /// Open connections per server (by [`ServerId`]), for `wait_closed`.
     clients: Vec<usize>,
+    /// Transports whose socket was closed (or whose connect failed) since the loop last
+    /// looked, for their remote handles (`RemoteStreams::closed`).
+    pub(crate) closed: Vec<Handle>,
 }
 
 impl Sockets {
@@ -130,6 +133,7 @@ impl Sockets {
             recv_more: false,
             nodelay: true,
             clients: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -223,5 +227,6 @@ impl Io for Sockets {
 
     fn close(&mut self, h: Handle) {
         self.remove(h);
+        self.closed.push(h);
     }
 }
