@@ -35,6 +35,15 @@ pub enum Error {
         /// Why (the path exists, permission denied, …).
         error: io::Error,
     },
+    /// A pipe transport (`connect_read_pipe` / `connect_write_pipe`) was asked for a
+    /// descriptor the loop cannot wait on: a regular file, directory or block device is
+    /// always "ready" (asyncio raises `ValueError`). Read the file with blocking I/O, or
+    /// on a helper thread.
+    #[error("pipe transports are only for pipes, sockets and character devices, not {kind}")]
+    NotAPipe {
+        /// What the descriptor is ("a regular file", "a directory", …).
+        kind: &'static str,
+    },
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,

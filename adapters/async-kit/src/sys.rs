@@ -42,3 +42,38 @@ pub fn tcp_listener(
 pub fn set_linger_zero(fd: impl AsFd) -> io::Result<()> {
     Ok(sockopt::set_socket_linger(fd, Some(Duration::ZERO))?)
 }
+
+/// Refuses a descriptor a loop cannot wait on (a regular file, directory, block device:
+/// always "ready"), as the poll loop's pipe transports do; pipes, FIFOs, sockets and
+/// character devices pass. Some character devices (`/dev/null`) pass this check but the
+/// reactor refuses them: registering them then fails with an I/O error.
+///
+/// ```
+/// use aioport_async_kit::{Error, sys::check_pipe};
+/// let (reader, _writer) = std::io::pipe()?;
+/// assert!(check_pipe(&reader.into()).is_ok());
+/// let path = std::env::temp_dir().join(format!("aioport-kit-pipe-{}", std::process::id()));
+/// std::fs::write(&path, b"x")?;
+/// let file = std::fs::File::open(&path)?;
+/// assert!(matches!(check_pipe(&file.into()), Err(Error::NotAPipe { kind: "a regular file" })));
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::NotAPipe`](crate::Error::NotAPipe); [`Error::Io`](crate::Error::Io) when
+/// `fstat` fails.
+pub fn check_pipe(fd: &std::os::fd::OwnedFd) -> Result<(), crate::Error> {
+    use rustix::fs::FileType;
+    let stat = rustix::fs::fstat(fd).map_err(io::Error::from)?;
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Fifo | FileType::Socket | FileType::CharacterDevice => return Ok(()),
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::BlockDevice => "a block device",
+        FileType::Symlink => "a symbolic link",
+        _ => "an unknown kind of file",
+    };
+    Err(crate::Error::NotAPipe { kind })
+}

@@ -146,7 +146,11 @@ impl Loop {
             interest = i;
         }
         if interest.read {
-            self.read(h, now);
+            if self.io.get(h).is_some_and(|c| c.sock.is_write_pipe()) {
+                self.write_pipe_hangup(h, now);
+            } else {
+                self.read(h, now);
+            }
         }
         if !self.remotes.is_empty() {
             // Room in the transport's queue moves writes in from the cross-task queue.
@@ -174,6 +178,18 @@ impl Loop {
         self.queue(h);
     }
 
+    /// The write end of a pipe: readability there means the read end closed, which the
+    /// core acts on at once, so `on_readable` is called only when async-io saw it (its
+    /// answer `Ready` is for an event since the waker was stored; `Pending` arms it).
+    fn write_pipe_hangup(&mut self, h: Handle, now: Instant) {
+        let Some(c) = self.io.get_mut(h) else { return };
+        let mut cx = Context::from_waker(&c.waker);
+        if c.sock.poll_readable(&mut cx).is_ready() {
+            let r = self.registry.on_readable(h, now, &mut self.io);
+            self.report_driver(h, r);
+        }
+    }
+
     /// Arms the connection's waker with async-io in each direction `h` wants, after its
     /// I/O found nothing more to do. No syscall while the waker is already armed.
     fn arm(&mut self, h: Handle) {
@@ -193,7 +209,7 @@ impl Loop {
     }
 
     /// Puts `h` in the local ready list (once).
-    fn queue(&mut self, h: Handle) {
+    pub(crate) fn queue(&mut self, h: Handle) {
         if let Some(c) = self.io.get_mut(h)
             && !c.queued
         {

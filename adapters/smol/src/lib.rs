@@ -111,6 +111,7 @@
 mod driver;
 mod event_loop;
 mod lifecycle;
+mod pipes;
 mod server;
 mod sockets;
 mod thread;

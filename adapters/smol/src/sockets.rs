@@ -10,6 +10,7 @@
 //! which reports data that is already there, so a short read needs no confirming
 //! `EAGAIN` call).
 
+use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -23,11 +24,15 @@ use async_io::Async;
 use crate::ServerId;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
-/// A connected stream socket.
+/// A connected stream socket, or one end of a pipe (`connect_read_pipe` /
+/// `connect_write_pipe`: a pipe, a socket or a tty, held as a `File` for its plain
+/// `read` / `write` / `writev` on the descriptor).
 #[derive(Debug)]
 pub(crate) enum Sock {
     Tcp(Async<TcpStream>),
     Unix(Async<UnixStream>),
+    PipeRead(Async<File>),
+    PipeWrite(Async<File>),
 }
 
 impl Sock {
@@ -35,6 +40,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.get_ref().as_fd(),
             Sock::Unix(s) => s.get_ref().as_fd(),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.get_ref().as_fd(),
         }
     }
 
@@ -42,6 +48,10 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.get_ref().read(buf),
             Sock::Unix(s) => s.get_ref().read(buf),
+            Sock::PipeRead(p) => p.get_ref().read(buf),
+            // The core never reads the write end of a pipe (readability there means the
+            // read end closed).
+            Sock::PipeWrite(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -52,6 +62,9 @@ impl Sock {
             (Sock::Tcp(s), _) => s.get_ref().write_vectored(bufs),
             (Sock::Unix(s), [one]) => s.get_ref().write(one),
             (Sock::Unix(s), _) => s.get_ref().write_vectored(bufs),
+            (Sock::PipeWrite(p), [one]) => p.get_ref().write(one),
+            (Sock::PipeWrite(p), _) => p.get_ref().write_vectored(bufs),
+            (Sock::PipeRead(_), _) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -61,6 +74,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.poll_readable(cx),
             Sock::Unix(s) => s.poll_readable(cx),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_readable(cx),
         }
     }
 
@@ -69,20 +83,26 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.poll_writable(cx),
             Sock::Unix(s) => s.poll_writable(cx),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_writable(cx),
         }
+    }
+
+    /// The write end of a pipe (readable there means: the read end closed).
+    pub(crate) fn is_write_pipe(&self) -> bool {
+        matches!(self, Sock::PipeWrite(_))
     }
 
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().peer_addr().ok(),
-            Sock::Unix(_) => None,
+            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) => None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().local_addr().ok(),
-            Sock::Unix(_) => None,
+            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) => None,
         }
     }
 
@@ -222,6 +242,10 @@ impl Io for Sockets {
 
     fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
         let c = self.get(h).ok_or_else(not_open)?;
+        if let Sock::PipeRead(_) | Sock::PipeWrite(_) = c.sock {
+            // A write pipe's `write_eof` is a close (spec §4.4): nothing to shut down.
+            return Ok(());
+        }
         Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
     }
 
