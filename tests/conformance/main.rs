@@ -141,6 +141,7 @@ conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
 conformance!(tls_on_sim, crate::tls::Tls<crate::sim::Sim>);
 
 datagram_conformance!(datagram_on_poll, crate::poll::Poll);
+datagram_conformance!(datagram_on_smol, crate::smol::Smol);
 #[cfg(feature = "testing")]
 datagram_conformance!(datagram_on_sim, crate::sim::Sim);
 

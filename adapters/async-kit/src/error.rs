@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use aioport::{ConnectionError, DriverError, Endpoint, Handle, LoopError};
+use aioport::{ConnectionError, DatagramAddr, DriverError, Endpoint, Handle, LoopError};
 
 /// A loop call failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,28 @@ pub enum Error {
     NotAPipe {
         /// What the descriptor is ("a regular file", "a directory", …).
         kind: &'static str,
+    },
+    /// The loop's `create_datagram_endpoint` could not create, configure, bind or connect
+    /// its socket; no transport was left open.
+    #[error("cannot open a datagram endpoint (local {local:?}, remote {remote:?}): {error}")]
+    Datagram {
+        /// The local address asked for.
+        local: Option<DatagramAddr>,
+        /// The remote address asked for.
+        remote: Option<DatagramAddr>,
+        /// Why (address in use, no such file, IPv6 unavailable, …).
+        error: io::Error,
+    },
+    /// The addresses given to the loop's `create_datagram_endpoint` do not make an
+    /// endpoint.
+    #[error("no datagram endpoint for local {local:?} and remote {remote:?}: {why}")]
+    DatagramAddress {
+        /// The local address given.
+        local: Option<DatagramAddr>,
+        /// The remote address given.
+        remote: Option<DatagramAddr>,
+        /// What to change.
+        why: &'static str,
     },
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]

@@ -14,6 +14,8 @@
 //!   `wait_closed`), and [`RemoteStreams`], the loop's side of them.
 //! * [`LoopThread`]: a loop on a thread of its own (what the drivers' `spawn_loop`
 //!   return).
+//! * [`datagram`]: opening datagram sockets and one `sendto` / `recvfrom` (`MSG_TRUNC`)
+//!   on them, for the drivers' `create_datagram_endpoint`.
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod datagram;
 mod error;
 mod remote;
 mod remote_stream;

@@ -43,6 +43,10 @@ use aioport_async_kit::wake::{Key, KeyWaker};
 /// moves on to other connections; the rest waits in the local ready list.
 const READ_BUDGET: u32 = 8;
 
+/// Datagrams received per endpoint per turn: one datagram per read, so this is larger
+/// than the stream budget (as on the poll loop).
+const DATAGRAM_READ_BUDGET: u32 = 64;
+
 /// Connections accepted (attempts, counting failures) per listener per turn.
 const ACCEPT_BATCH: u32 = 128;
 
@@ -145,11 +149,19 @@ impl Loop {
             let Ok(i) = self.registry.interest(h) else { return self.after_registry(now) };
             interest = i;
         }
-        if interest.read {
-            if self.io.get(h).is_some_and(|c| c.sock.is_write_pipe()) {
-                self.write_pipe_hangup(h, now);
+        match self.io.get(h).map(|c| (c.sock.is_write_pipe(), c.sock.is_datagram())) {
+            _ if !interest.read => {}
+            Some((true, _)) => self.write_pipe_hangup(h, now),
+            Some((_, true)) => self.read(h, now, DATAGRAM_READ_BUDGET),
+            _ => self.read(h, now, READ_BUDGET),
+        }
+        if let Some(c) = self.io.get_mut(h)
+            && c.sock.is_datagram()
+        {
+            if interest.read {
+                c.quiet = false;
             } else {
-                self.read(h, now);
+                self.datagram_error(h, now);
             }
         }
         if !self.remotes.is_empty() {
@@ -160,10 +172,11 @@ impl Loop {
         self.after_registry(now);
     }
 
-    /// Reads while the last read filled the buffer and the transport wants to, at most
-    /// `READ_BUDGET` times; a connection with more to read then waits in the ready list.
-    fn read(&mut self, h: Handle, now: Instant) {
-        for _ in 0..READ_BUDGET {
+    /// Reads while the last read filled the buffer (a datagram endpoint: got a datagram)
+    /// and the transport wants to, at most `budget` times; a connection with more to read
+    /// then waits in the ready list.
+    fn read(&mut self, h: Handle, now: Instant, budget: u32) {
+        for _ in 0..budget {
             let before = self.io.recv_calls;
             let r = self.registry.on_readable(h, now, &mut self.io);
             let failed = r.is_err();
@@ -190,6 +203,30 @@ impl Loop {
         }
     }
 
+    /// A datagram endpoint that is not reading still hears of ICMP errors, as on the poll
+    /// loop: its read readiness stays watched, and an event is checked for a pending
+    /// error (`SO_ERROR`), which goes to `error_received`. An event with no error means
+    /// datagrams wait: the readiness is then left alone until the endpoint reads again
+    /// (level-triggered, it would report them on every turn); an error arriving after
+    /// that is reported by the next receive.
+    fn datagram_error(&mut self, h: Handle, now: Instant) {
+        let Some(c) = self.io.get_mut(h) else { return };
+        if c.quiet {
+            return;
+        }
+        let mut cx = Context::from_waker(&c.waker);
+        if c.sock.poll_readable(&mut cx).is_pending() {
+            return;
+        }
+        match aioport_async_kit::datagram::take_error(c.sock.fd()) {
+            Ok(None) => c.quiet = true,
+            Ok(Some(e)) | Err(e) => {
+                let r = self.registry.handle_error(h, e.into(), now, &mut self.io);
+                self.report_driver(h, r);
+            }
+        }
+    }
+
     /// Arms the connection's waker with async-io in each direction `h` wants, after its
     /// I/O found nothing more to do. No syscall while the waker is already armed.
     fn arm(&mut self, h: Handle) {
@@ -199,7 +236,9 @@ impl Loop {
             return;
         }
         let mut cx = Context::from_waker(&c.waker);
-        let failed = (interest.read && arm(|cx| c.sock.poll_readable(cx), &mut cx).is_err())
+        // A datagram endpoint not reading is watched for ICMP errors (`datagram_error`).
+        let read = interest.read || (c.sock.is_datagram() && !c.quiet);
+        let failed = (read && arm(|cx| c.sock.poll_readable(cx), &mut cx).is_err())
             || (interest.write && arm(|cx| c.sock.poll_writable(cx), &mut cx).is_err());
         if failed {
             // The reactor refused the socket (`epoll_ctl` failed): its next I/O call

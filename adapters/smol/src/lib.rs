@@ -108,6 +108,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod event_loop;
 mod lifecycle;
@@ -116,6 +117,7 @@ mod server;
 mod sockets;
 mod thread;
 
+pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, LoopThread, REMOTE_QUEUE_CAPACITY, RemoteError, RemoteStream,
     ServerId, ServerOptions,

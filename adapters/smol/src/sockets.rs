@@ -13,12 +13,14 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use aioport::{Handle, Io};
+use aioport::datagram::RecvMeta;
+use aioport::{DatagramAddr, Handle, Io};
+use aioport_async_kit::datagram;
 use async_io::Async;
 
 use crate::ServerId;
@@ -33,6 +35,11 @@ pub(crate) enum Sock {
     Unix(Async<UnixStream>),
     PipeRead(Async<File>),
     PipeWrite(Async<File>),
+    /// A datagram socket (`create_datagram_endpoint`): UDP, or Unix when `unix`.
+    Datagram {
+        sock: Async<OwnedFd>,
+        unix: bool,
+    },
 }
 
 impl Sock {
@@ -41,6 +48,7 @@ impl Sock {
             Sock::Tcp(s) => s.get_ref().as_fd(),
             Sock::Unix(s) => s.get_ref().as_fd(),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.get_ref().as_fd(),
+            Sock::Datagram { sock, .. } => sock.get_ref().as_fd(),
         }
     }
 
@@ -51,7 +59,7 @@ impl Sock {
             Sock::PipeRead(p) => p.get_ref().read(buf),
             // The core never reads the write end of a pipe (readability there means the
             // read end closed).
-            Sock::PipeWrite(_) => Err(io::ErrorKind::Unsupported.into()),
+            Sock::PipeWrite(_) | Sock::Datagram { .. } => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -64,7 +72,9 @@ impl Sock {
             (Sock::Unix(s), _) => s.get_ref().write_vectored(bufs),
             (Sock::PipeWrite(p), [one]) => p.get_ref().write(one),
             (Sock::PipeWrite(p), _) => p.get_ref().write_vectored(bufs),
-            (Sock::PipeRead(_), _) => Err(io::ErrorKind::Unsupported.into()),
+            (Sock::PipeRead(_) | Sock::Datagram { .. }, _) => {
+                Err(io::ErrorKind::Unsupported.into())
+            }
         }
     }
 
@@ -75,6 +85,7 @@ impl Sock {
             Sock::Tcp(s) => s.poll_readable(cx),
             Sock::Unix(s) => s.poll_readable(cx),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_readable(cx),
+            Sock::Datagram { sock, .. } => sock.poll_readable(cx),
         }
     }
 
@@ -84,7 +95,14 @@ impl Sock {
             Sock::Tcp(s) => s.poll_writable(cx),
             Sock::Unix(s) => s.poll_writable(cx),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_writable(cx),
+            Sock::Datagram { sock, .. } => sock.poll_writable(cx),
         }
+    }
+
+    /// A datagram socket: reads are whole datagrams, so a short one says nothing about
+    /// the queue.
+    pub(crate) fn is_datagram(&self) -> bool {
+        matches!(self, Sock::Datagram { .. })
     }
 
     /// The write end of a pipe (readable there means: the read end closed).
@@ -95,14 +113,14 @@ impl Sock {
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().peer_addr().ok(),
-            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) => None,
+            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } => None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().local_addr().ok(),
-            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) => None,
+            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } => None,
         }
     }
 
@@ -126,6 +144,10 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// The server that accepted it.
     pub(crate) server: Option<ServerId>,
+    /// A datagram endpoint not reading whose readable event carried no pending error
+    /// (only data): its read readiness is not watched again until it reads (see
+    /// `Loop::datagram_error`).
+    pub(crate) quiet: bool,
 }
 
 /// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
@@ -171,7 +193,8 @@ impl Sockets {
             self.clients[i] += 1;
         }
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
-        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server });
+        self.slots[index] =
+            Some(Conn { handle: h, sock, wake, waker, queued: false, server, quiet: false });
     }
 
     /// The open connections `server` accepted. Walks the table: for rare calls
@@ -242,11 +265,38 @@ impl Io for Sockets {
 
     fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
         let c = self.get(h).ok_or_else(not_open)?;
-        if let Sock::PipeRead(_) | Sock::PipeWrite(_) = c.sock {
+        if let Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } = c.sock {
             // A write pipe's `write_eof` is a close (spec §4.4): nothing to shut down.
             return Ok(());
         }
         Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
+    }
+
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> io::Result<usize> {
+        match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Datagram { sock, unix }) => {
+                datagram::send_to(sock.get_ref(), *unix, data, addr)
+            }
+            _ => Err(not_open()),
+        }
+    }
+
+    /// One datagram; `recv_more` says whether one came (only `WouldBlock` says the queue
+    /// is empty).
+    fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        self.recv_calls += 1;
+        self.recv_more = false;
+        let r = match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Datagram { sock, unix }) => datagram::recv_from(sock.get_ref(), *unix, buf),
+            _ => Err(not_open()),
+        };
+        self.recv_more = r.is_ok();
+        r
     }
 
     fn close(&mut self, h: Handle) {
