@@ -18,7 +18,7 @@ use aioport::testing::{Event, Sim, SimConfig};
 use aioport::tls::rustls::{self, CertificateError, ProtocolVersion};
 use aioport::tls::{TlsError, TlsOptions, TlsSession};
 use aioport::{
-    CallbackResult, ConnectionError, Ctx, Extra, Handle, Io, LoopError, Protocol, StreamHandle,
+    CallbackResult, ConnectionError, Ctx, Extra, Handle, HandleError, Io, LoopError, Protocol, StreamHandle,
     WriteError,
 };
 
@@ -315,18 +315,50 @@ fn tls12_ignores_keep_open_and_refuses_write_eof() {
     assert_eq!(sim.transcript(server_app), [Event::Made, Event::Eof, Event::Lost(None)]);
     assert!(sim.registry().is_empty());
 
-    // write_eof has no TLS 1.2 meaning: the connection fails instead of hanging.
+    // write_eof has no TLS 1.2 meaning: refused at the call (asyncio raises
+    // NotImplementedError), and what was written just before is not lost.
     let c = Conn::open(&mut sim, &setup, &pki, App::default(), App::default());
     sim.run_until_idle();
-    let client_app = c.client_app();
-    sim.enter(|ctx| ctx.write_eof(client_app)).unwrap();
+    let (client_app, server_app) = (c.client_app(), c.server_app());
+    sim.enter(|ctx| {
+        ctx.write(client_app, &b"last words"[..]).unwrap();
+        assert!(matches!(ctx.write_eof(client_app), Err(HandleError::WrongKind { .. })));
+        assert!(!ctx.is_closing(client_app).unwrap());
+        // The transport is unchanged: it still writes, and close() ends it cleanly.
+        ctx.write(client_app, &b", really"[..]).unwrap();
+        ctx.close(client_app).unwrap();
+    });
     sim.run_until_idle();
-    match sim.transcript(client_app).last() {
-        Some(Event::Lost(Some(e))) => {
-            assert_eq!(e.io_kind(), Some(std::io::ErrorKind::Unsupported), "{e}")
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        sim.transcript(server_app),
+        [Event::Made, Event::data(b"last words, really"), Event::Eof, Event::Lost(None)]
+    );
+    assert_eq!(sim.transcript(client_app).last(), Some(&Event::Lost(None)));
+    assert!(c.client.error().is_none());
+    assert!(sim.registry().is_empty());
+}
+
+#[test]
+fn tls13_write_eof_right_after_a_write_sends_the_data_first() {
+    let pki = Pki::new();
+    let mut sim = Sim::new(t0(), 9);
+    let c = Conn::open(&mut sim, &Setup::new(&pki), &pki, App::default(), App::default());
+    sim.run_until_idle();
+    let (client_app, server_app) = (c.client_app(), c.server_app());
+    sim.enter(|ctx| {
+        ctx.write(client_app, &b"last words"[..]).unwrap();
+        ctx.write_eof(client_app).unwrap();
+        // Idempotent, as over TCP.
+        ctx.write_eof(client_app).unwrap();
+    });
+    sim.run_until_idle();
+    // The server's app answers EOF with "close" (the default): the shutdown completes.
+    assert_eq!(
+        sim.transcript(server_app),
+        [Event::Made, Event::data(b"last words"), Event::Eof, Event::Lost(None)]
+    );
+    assert_eq!(sim.transcript(client_app).last(), Some(&Event::Lost(None)));
+    assert!(sim.registry().is_empty());
 }
 
 #[test]

@@ -202,8 +202,18 @@ impl<'a> Ctx<'a> {
     ///
     /// # Errors
     ///
-    /// [`HandleError`].
+    /// [`HandleError`]; [`HandleError::WrongKind`] for a connection that cannot
+    /// half-close (`can_write_eof()` is false: TLS 1.2), refused at the call as asyncio's
+    /// SSL transport raises `NotImplementedError`. The transport is unchanged then: what
+    /// was written is still sent, and `close()` ends the connection.
     pub fn write_eof<H: WriteHandle>(&mut self, h: H) -> Result<(), HandleError> {
+        let t = self.checked(h.into(), H::KIND)?.stream_ref();
+        if t.is_some_and(|t| t.kind() == StreamKind::Socket && !t.can_write_eof()) {
+            return Err(HandleError::WrongKind {
+                expected: "connection that can half-close (can_write_eof() is true)",
+                found: "connection without half-close (TLS 1.2; use close())",
+            });
+        }
         self.act(h, |t, io, pool| t.write_eof(io, pool))
     }
 
@@ -521,6 +531,27 @@ impl<'a> Ctx<'a> {
     ) {
         let HeldRequest { requester, id } = held;
         self.core.notices.push_back(Notice { requester, id, outcome });
+    }
+
+    /// Owes `h`'s protocol a [`handle_wake`](Protocol::handle_wake), delivered once it has
+    /// no other callback due: after a [`set_protocol`](Self::set_protocol), the new
+    /// protocol's first callback even with no input (how `start_tls` starts its engine,
+    /// which never receives `connection_made`).
+    #[cfg(feature = "tls")]
+    pub(crate) fn owe_wake(&mut self, h: StreamHandle) {
+        self.core.wake(h.handle());
+    }
+
+    /// A request whose answer (given later with [`complete_request`](Self::complete_request))
+    /// goes to this callback's protocol, when that is not `h`'s: `h`'s own protocol is
+    /// being replaced, and a closure has none to hear it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn request_for_caller(&mut self, h: StreamHandle) -> (RequestId, Option<HeldRequest>) {
+        self.core.seq += 1;
+        let id = RequestId(self.core.seq);
+        let requester = self.this;
+        let asks = requester != h.handle() && self.core.entry(requester).is_ok();
+        (id, asks.then_some(HeldRequest { requester, id }))
     }
 
     // ----------------------------------------------------------------------------------

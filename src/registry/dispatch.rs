@@ -142,6 +142,7 @@ impl Core {
             t.protocol_swapped();
             self.touch(p.index());
         }
+        self.trace(h, Trace::ProtocolSwapped);
         self.reread_timer(h, io);
     }
 

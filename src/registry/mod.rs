@@ -110,7 +110,8 @@ pub enum LoopError {
 }
 
 /// A callback about to be delivered, as seen by a tracer ([`Registry::set_tracer`]).
-/// Only callbacks that actually reach a protocol are traced.
+/// Only callbacks that actually reach a protocol are traced, and one event that is not a
+/// callback: [`ProtocolSwapped`](Trace::ProtocolSwapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Trace<'a> {
@@ -143,6 +144,10 @@ pub enum Trace<'a> {
     PipeConnectionLost(u32, Option<&'a ConnectionError>),
     /// `process_exited`.
     ProcessExited,
+    /// Not a callback: a replacement protocol (`set_protocol`, `start_tls`) was installed;
+    /// the callbacks that follow go to it. Its pause/resume alternation starts afresh (it
+    /// first receives `pause_writing` if the transport is paused, gh-109051).
+    ProtocolSwapped,
 }
 
 /// A tracer: observes each callback just before it is delivered.

@@ -306,12 +306,19 @@ impl StreamTransport {
 
     /// Shuts down the write side once everything queued has been sent (asyncio's
     /// `write_eof`). Idempotent; a no-op once closing. On a write pipe it closes the pipe
-    /// after the flush (spec §4.4). Reading continues on a socket.
+    /// after the flush (spec §4.4). Reading continues on a socket. A no-op without
+    /// half-close ([`set_half_close`](Self::set_half_close)): the queue is never followed
+    /// by a shutdown the connection cannot do ([`Ctx::write_eof`](crate::Ctx::write_eof)
+    /// refuses the call).
     pub fn write_eof(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
         if self.kind == StreamKind::WritePipe {
             return self.close(io, pool);
         }
-        if self.lifecycle.is_closing() || self.eof_requested || self.kind == StreamKind::ReadPipe {
+        if self.lifecycle.is_closing()
+            || self.eof_requested
+            || self.kind == StreamKind::ReadPipe
+            || !self.half_close
+        {
             return;
         }
         self.eof_requested = true;
@@ -328,8 +335,8 @@ impl StreamTransport {
 
     /// Whether the connection under this transport can half-close (on by default). A
     /// serving protocol turns it off when its connection cannot (TLS 1.2): then
-    /// `can_write_eof()` is false and a keep-open answer to `eof_received` closes anyway
-    /// (asyncio's SSL transport). What `write_eof()` does then is up to the sink.
+    /// `can_write_eof()` is false, `write_eof()` is refused (asyncio's SSL transport raises
+    /// `NotImplementedError`) and a keep-open answer to `eof_received` closes anyway.
     pub fn set_half_close(&mut self, on: bool) {
         self.half_close = on;
     }

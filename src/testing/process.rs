@@ -207,7 +207,7 @@ impl ProcessSim {
     /// An empty loop at virtual time `now`.
     pub fn new(now: Instant) -> Self {
         let mut reg = Registry::new(now);
-        let rec = Rc::new(RefCell::new(Recorder { log: Vec::new(), keep_data: true }));
+        let rec = Rc::new(RefCell::new(Recorder { keep_data: true, ..Recorder::default() }));
         record(&mut reg, &rec);
         ProcessSim {
             reg,
@@ -518,7 +518,7 @@ impl ProcessSim {
 
     fn check(&mut self) {
         let rec = self.rec.borrow();
-        if let Err((h, m)) = self.checker.check(&rec.log, |_, _| Ok(())) {
+        if let Err((h, m)) = self.checker.check(&rec, |_, _| Ok(())) {
             panic!("invariant violated on {h:?}: {m}");
         }
     }

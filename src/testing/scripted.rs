@@ -149,7 +149,7 @@ impl Scripted {
         script: impl FnOnce(&mut Scripted),
     ) -> Self {
         let mut reg = Registry::new(now);
-        let rec = Rc::new(RefCell::new(Recorder { log: Vec::new(), keep_data: true }));
+        let rec = Rc::new(RefCell::new(Recorder { keep_data: true, ..Recorder::default() }));
         record(&mut reg, &rec);
         let h = reg.insert_stream(Box::new(protocol), Extra::default());
         let io = ScriptIo {
@@ -281,7 +281,7 @@ impl Scripted {
 
     fn check(&mut self) {
         let rec = self.rec.borrow();
-        if let Err((h, m)) = self.checker.check(&rec.log, |_, _| Ok(())) {
+        if let Err((h, m)) = self.checker.check(&rec, |_, _| Ok(())) {
             panic!("invariant violated on {h:?}: {m}");
         }
     }

@@ -226,7 +226,8 @@ impl Sim {
     /// A simulation with faults.
     pub fn with_config(now: Instant, config: SimConfig) -> Self {
         let mut reg = Registry::new(now);
-        let rec = Rc::new(RefCell::new(Recorder { log: Vec::new(), keep_data: config.keep_data }));
+        let rec =
+            Rc::new(RefCell::new(Recorder { keep_data: config.keep_data, ..Recorder::default() }));
         record(&mut reg, &rec);
         let mut net = Net::new(Rng::new(config.seed), config.faults, now);
         net.dgram.faults = config.dgram;
@@ -713,7 +714,7 @@ impl Sim {
         let rec = self.rec.clone();
         let rec = rec.borrow();
         let net = &mut self.net;
-        let result = self.checker.check(&rec.log, |h, event| {
+        let result = self.checker.check(&rec, |h, event| {
             let Some(&(link, side)) = net.ends.get(&h) else { return Ok(()) };
             let verify = &mut net.links[link].dirs[1 - side].verify;
             let (n, bytes) = match event {

@@ -322,6 +322,34 @@ fn checker_catches_a_broken_network() {
 }
 
 #[test]
+fn checker_allows_pause_again_after_a_swap_gh_109051() {
+    struct Quiet;
+    impl Protocol for Quiet {}
+    let mut sim = Sim::with_config(t0(), SimConfig::new(14).capacity(1000));
+    let (h, peer) = sim.open(Quiet);
+    sim.peer_pause_reading(peer);
+    sim.enter(|ctx| ctx.write(h, vec![7u8; 100_000])).unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.take_transcript(h), [Event::Made, Event::Pause]);
+    // The new protocol is told the transport is paused: a second pause on the handle,
+    // the first for this protocol instance — not a violation.
+    sim.enter(|ctx| ctx.set_protocol(h, Box::new(Quiet))).unwrap();
+    sim.peer_resume_reading(peer);
+    sim.try_run_until_idle().unwrap();
+    assert_eq!(sim.take_transcript(h), [Event::Pause, Event::Resume]);
+
+    // Within one protocol instance the rule still holds: a swap while not paused, then
+    // one pause/resume cycle, is a plain alternation.
+    sim.enter(|ctx| ctx.set_protocol(h, Box::new(Quiet))).unwrap();
+    sim.peer_pause_reading(peer);
+    sim.enter(|ctx| ctx.write(h, vec![7u8; 100_000])).unwrap();
+    sim.run_until_idle();
+    sim.peer_resume_reading(peer);
+    sim.try_run_until_idle().unwrap();
+    assert_eq!(sim.take_transcript(h), [Event::Pause, Event::Resume]);
+}
+
+#[test]
 fn checker_catches_a_protocol_that_ignores_pause_writing() {
     struct Firehose;
     impl Protocol for Firehose {

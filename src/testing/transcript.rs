@@ -85,6 +85,9 @@ impl fmt::Display for Event {
 pub(crate) struct Recorder {
     pub(crate) log: Vec<(Handle, Event)>,
     pub(crate) keep_data: bool,
+    /// Protocol swaps, each with the length of `log` when it happened: the events from
+    /// there on went to the new protocol. Kept apart so transcripts stay callbacks only.
+    pub(crate) swaps: Vec<(usize, Handle)>,
 }
 
 pub(crate) type SharedRecorder = Rc<RefCell<Recorder>>;
@@ -95,6 +98,11 @@ pub(crate) fn record(reg: &mut Registry, rec: &SharedRecorder) {
     reg.set_tracer(Some(Box::new(move |h, trace| {
         let mut rec = rec.borrow_mut();
         let event = match trace {
+            Trace::ProtocolSwapped => {
+                let at = rec.log.len();
+                rec.swaps.push((at, h));
+                return;
+            }
             Trace::ConnectionMade => Event::Made,
             Trace::DataReceived(d) if rec.keep_data => Event::Data(d.to_vec()),
             Trace::DataReceived(d) => Event::DataLen(d.len()),
@@ -167,11 +175,14 @@ struct Grammar {
 
 /// Checks DESIGN.md §3.3 and §4 from the transcript, step by step: `connection_made`
 /// first and once, `connection_lost` once and last, pause/resume strictly alternating
-/// from a pause, nothing but `connection_lost` after EOF's data, nothing at all after
-/// `connection_lost`.
+/// from a pause per protocol instance (after `set_protocol` the new protocol hears
+/// `pause_writing` again while the transport is paused, gh-109051), nothing but
+/// `connection_lost` after EOF's data, nothing at all after `connection_lost`.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
     seen: usize,
+    /// How many of the recorder's swaps were applied.
+    swaps_seen: usize,
     grammar: BTreeMap<Handle, Grammar>,
 }
 
@@ -180,10 +191,12 @@ impl Checker {
     /// bytes against what the link carried (byte conservation).
     pub(crate) fn check(
         &mut self,
-        log: &[(Handle, Event)],
+        rec: &Recorder,
         mut data_ok: impl FnMut(Handle, &Event) -> Result<(), String>,
     ) -> Result<(), (Handle, String)> {
-        for (h, event) in &log[self.seen..] {
+        let log = &rec.log;
+        for (i, (h, event)) in log.iter().enumerate().skip(self.seen) {
+            self.apply_swaps(&rec.swaps, i);
             let g = self.grammar.entry(*h).or_default();
             let fail = |m: &str| Err((*h, format!("{m}: {event}")));
             if g.lost {
@@ -215,8 +228,22 @@ impl Checker {
                 _ => {}
             }
         }
+        self.apply_swaps(&rec.swaps, log.len());
         self.seen = log.len();
         Ok(())
+    }
+
+    /// Applies the swaps made before event `before`: the new protocol has heard no flow
+    /// callback yet.
+    fn apply_swaps(&mut self, swaps: &[(usize, Handle)], before: usize) {
+        while let Some(&(at, h)) = swaps.get(self.swaps_seen)
+            && at <= before
+        {
+            if let Some(g) = self.grammar.get_mut(&h) {
+                g.paused = false;
+            }
+            self.swaps_seen += 1;
+        }
     }
 
     /// True once `h` received `connection_lost`.

@@ -8,7 +8,7 @@
 //!
 //! | phase | entered when | leaves when |
 //! |---|---|---|
-//! | `Handshaking` | the raw transport's `connection_made` (handshake timer armed) | handshake done → `Open` (app transport created); failure, timeout, EOF → `Done` |
+//! | `Handshaking` | the raw transport's `connection_made`, or after a `start_tls` the engine's first callback (handshake timer armed) | handshake done → `Open` (app transport created); failure, timeout, EOF → `Done` |
 //! | `Open` | the handshake completed | the app transport closed: gracefully → `ShuttingDown` (our `close_notify`), aborted → `Done` |
 //! | `ShuttingDown` | our `close_notify` is queued behind the app's data | the peer's `close_notify` or TCP EOF → `Done` (raw closed after its flush); shutdown timer → `Done` (raw failed) |
 //! | `Done` | the raw transport is closing or gone | never |
@@ -69,6 +69,9 @@ pub struct TlsEngine {
     /// The raw transport received the peer's TCP EOF.
     tcp_eof: bool,
     failure: Option<TlsError>,
+    /// start_tls: ciphertext the previous protocol read past the upgrade point, fed to
+    /// rustls before anything the raw transport delivers to the engine.
+    early: Vec<u8>,
 }
 
 impl TlsEngine {
@@ -98,7 +101,40 @@ impl TlsEngine {
             peer_closed: false,
             tcp_eof: false,
             failure: None,
+            early: Vec::new(),
         }
+    }
+
+    /// Prepares the engine to take over an open raw transport (`Ctx::start_tls`): it
+    /// starts at its first callback there instead of `connection_made`, feeds `early`
+    /// first, and answers `request` with the handshake's outcome.
+    pub(super) fn prepare_upgrade(&mut self, early: &[u8], request: Option<HeldRequest>) {
+        self.early = early.to_vec();
+        self.request = request;
+    }
+
+    /// Takes the raw transport over, once: the handshake timer starts, a client's
+    /// ClientHello is queued, and after a start_tls the bytes read before the switch go
+    /// to rustls first. Runs at `connection_made`, or after a start_tls at whichever
+    /// callback comes first (the swap rules deliver held data, EOF or `pause_writing`
+    /// before the `handle_wake` that `start_tls` owes).
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        if self.raw.is_some() {
+            return Ok(());
+        }
+        let raw = ctx.stream();
+        self.raw = Some(raw);
+        self.session.0.raw.set(Some(raw));
+        let timeout = self.options.handshake_timeout();
+        self.handshake_deadline = timeout.and_then(|t| ctx.now().checked_add(t));
+        // A client's ClientHello is ready from the start.
+        let _ = self.shared.borrow_mut().drain_tls();
+        let early = std::mem::take(&mut self.early);
+        if !early.is_empty() {
+            self.receive(ctx, &early)?;
+            self.gate_reading(ctx);
+        }
+        Ok(())
     }
 
     /// A handle on this connection's state (negotiated parameters, failure, the handles
@@ -379,20 +415,17 @@ impl TlsEngine {
 
 impl Protocol for TlsEngine {
     fn connection_made(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
-        let raw = ctx.stream();
-        self.raw = Some(raw);
-        self.session.0.raw.set(Some(raw));
-        let timeout = self.options.handshake_timeout();
-        self.handshake_deadline = timeout.and_then(|t| ctx.now().checked_add(t));
         // A connect request's answer waits for the handshake (asyncio's
         // `await create_connection(ssl=...)` returns after it).
-        self.request = ctx.hold_request();
-        // A client's ClientHello is ready from the start.
-        let _ = self.shared.borrow_mut().drain_tls();
+        if self.request.is_none() {
+            self.request = ctx.hold_request();
+        }
+        self.start(ctx)?;
         self.pump(ctx)
     }
 
     fn data_received(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+        self.start(ctx)?;
         if self.phase == Phase::Done {
             return Ok(());
         }
@@ -405,6 +438,7 @@ impl Protocol for TlsEngine {
     /// EOF (also without `close_notify`, as asyncio does), and the raw transport stays open
     /// for as long as the app keeps its side open.
     fn eof_received(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult<bool> {
+        self.start(ctx)?;
         self.tcp_eof = true;
         match self.phase {
             Phase::Handshaking => Err(self.fail(ctx, TlsError::PeerClosed)),
@@ -423,12 +457,16 @@ impl Protocol for TlsEngine {
         }
     }
 
-    fn pause_writing(&mut self, _ctx: &mut Ctx<'_>) -> CallbackResult {
+    /// Also the first callback after a start_tls on a transport paused for writing
+    /// (gh-109051: the new protocol inherits the paused state).
+    fn pause_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.start(ctx)?;
         self.shared.borrow_mut().blocked = true;
         Ok(())
     }
 
     fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.start(ctx)?;
         self.pump(ctx)
     }
 
@@ -479,8 +517,10 @@ impl Protocol for TlsEngine {
     }
 
     /// The app's transport changed: it wrote (ciphertext to hand over), paused or resumed
-    /// reading, shut down or closed.
+    /// reading, shut down or closed. After a `start_tls` this is owed once anyway, so a
+    /// client engine starts (and sends its ClientHello) with no input.
     fn handle_wake(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
+        self.start(ctx)?;
         self.gate_reading(ctx);
         self.pump(ctx)
     }

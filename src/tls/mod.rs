@@ -32,6 +32,10 @@
 //! ([`Ctx::hold_request`](crate::Ctx::hold_request)) until then, as asyncio's
 //! `await create_connection(ssl=...)` returns only after the handshake.
 //!
+//! A connection that starts in plaintext upgrades with [`Ctx::start_tls`](crate::Ctx::start_tls)
+//! (asyncio's `loop.start_tls`, for STARTTLS): the engine takes the open transport over
+//! through the protocol swap.
+//!
 //! On the built-in poll loop (`aioport-poll`, feature `tls`),
 //! `Loop::create_tls_connection` and `Loop::create_tls_server` do this wiring.
 //!
@@ -101,7 +105,8 @@
 //! | topic | what the engine does |
 //! |---|---|
 //! | handshake | the handshake timer (60 s) starts at the raw transport's `connection_made`; on success the app's transport is created and its `connection_made` follows (asyncio's order) |
-//! | writes before the handshake completed | the app has no handle before its `connection_made`; a transport that exists earlier (start_tls, later) has its writes buffered: rustls keeps up to 64 KiB, the rest waits in the app transport's queue, all sent after the handshake in order |
+//! | `start_tls` ([`Ctx::start_tls`](crate::Ctx::start_tls), STARTTLS) | the engine replaces the protocol of an open transport through the protocol swap: plaintext already written goes out first, bytes read past the upgrade point are handed over and fed first, the paused-for-writing state is inherited (gh-109051), reading resumes; the handshake timer starts at the engine's first callback; the app's `connection_made` (a new transport) is the success, a controlling protocol on another transport also hears `request_completed` |
+//! | writes before the handshake completed | the app has no handle before its `connection_made` (also after a `start_tls`), so there are none |
 //! | handshake failure | bad certificate, wrong name, alert, peer EOF, timeout: the alert goes out, the raw transport fails with the error, the app protocol sees neither `connection_made` nor `connection_lost`; [`TlsSession::error`] keeps it, a `Ctx::connect` requester hears it in `request_completed`; on the server side TLS errors and timeouts go to the loop's error queue as `LoopError::Reported` (a peer that merely closed or reset does not: asyncio logs no `OSError` there) |
 //! | write path | an app `write` is encrypted inside the call and handed to the raw transport right after the app's callback (spec §15.4 ¶95). The engine acts like a socket whose buffer is the raw transport's room below its high-water mark, except that a write finding no ciphertext waiting is taken whole: one large write never pauses the app by itself (asyncio's fast path), and a protocol writing until `is_writing_paused()` stops after high water plus one write, as over TCP |
 //! | write flow control across layers | while the raw transport is paused for writing the engine takes no plaintext: the app's transport queues it and pauses its protocol past its high-water mark; the raw transport's `resume_writing` hands over what waited and pulls the app's queue in order |
@@ -111,7 +116,7 @@
 //! | `abort()` | queues dropped, no `close_notify`, the raw transport aborted (the sink's `Io::abort`, also after a fatal error or a panic of the app); [`TlsSession::abort`] also works during the handshake |
 //! | peer's `close_notify` | EOF for the app, after the data before it; TLS 1.3 honours a keep-open answer (the app may still write, then close); TLS 1.2 closes whatever the answer |
 //! | peer's TCP EOF without `close_notify` | EOF for the app as well (asyncio does the same); the raw transport stays open while the app keeps its side open |
-//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false, and a `write_eof()` nonetheless fails the connection with `Unsupported` |
+//! | `write_eof()` | TLS 1.3: `close_notify` after the queued data, reading continues (half-close; cpython#86366). TLS 1.2 has no half-close: `can_write_eof()` is false and `write_eof()` is refused at the call (`HandleError::WrongKind`, asyncio's `NotImplementedError`); the connection is unchanged, nothing written before is lost |
 //! | extra info | the raw transport's [`Extra`](crate::Extra) is copied to the app's transport, with the TLS parameters ([`TlsInfo`]) in `Extra::tls` (also in [`TlsSession::info`]) |
 //! | timers | both timeouts are the engine's protocol timer (`poll_timeout` / `handle_timeout`): virtual in the harness |
 //!
@@ -129,6 +134,7 @@ mod engine;
 mod error;
 mod info;
 mod sink;
+mod start;
 mod time;
 
 pub use rustls;

@@ -120,7 +120,8 @@ impl Io for Sink {
 
     /// `write_eof()` after the queue drained: TLS 1.3 sends `close_notify` and keeps
     /// reading (half-close). TLS 1.2 has no half-close (RFC 5246 §7.2.1: the peer answers
-    /// `close_notify` by closing): the connection fails with `Unsupported`.
+    /// `close_notify` by closing): `Ctx::write_eof` refuses the call and the transport
+    /// never asks, so this `Unsupported` only guards against a caller bypassing both.
     fn shutdown_write(&mut self, _h: Handle) -> io::Result<()> {
         let mut s = self.shared.borrow_mut();
         if s.no_half_close {

@@ -18,6 +18,8 @@
 //!   `smol.rs`: the smol driver (`aioport-smol`).
 //! * `tls.rs` (feature `tls`): `Tls<D>`, any driver with TLS under every stream
 //!   connection; the stream scenarios run on it unchanged.
+//! * `start_tls.rs` (feature `tls`): `Ctx::start_tls` (STARTTLS) on plain connections of
+//!   every driver, with its own `start_tls_conformance!` list.
 //!
 //! Adding a driver: implement `Driver` and add one `conformance!` line below. Every run is
 //! bounded (30 s of real time on sockets, a step budget in the simulation).
@@ -34,6 +36,11 @@ mod scenarios;
 #[cfg(feature = "testing")]
 mod sim;
 mod smol;
+#[cfg(feature = "tls")]
+mod start_tls;
+#[cfg(feature = "tls")]
+#[path = "../support/starttls.rs"]
+mod starttls;
 #[cfg(feature = "tls")]
 mod tls;
 mod tokio;
@@ -139,6 +146,44 @@ conformance!(on_smol, crate::smol::Smol);
 conformance!(tls_on_poll, crate::tls::Tls<crate::poll::Poll>);
 #[cfg(all(feature = "tls", feature = "testing"))]
 conformance!(tls_on_sim, crate::tls::Tls<crate::sim::Sim>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_tokio_ct, crate::tls::Tls<crate::tokio::TokioCt>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_tokio_mt, crate::tls::Tls<crate::tokio::TokioMt>);
+#[cfg(feature = "tls")]
+conformance!(tls_on_smol, crate::tls::Tls<crate::smol::Smol>);
+
+/// The `start_tls` scenarios for a driver (feature `tls`): plain connections that
+/// upgrade themselves.
+#[cfg(feature = "tls")]
+macro_rules! start_tls_conformance {
+    ($module:ident, $driver:ty) => {
+        mod $module {
+            use crate::driver::Driver;
+            use crate::start_tls;
+
+            #[test]
+            fn start_tls_client_first() {
+                start_tls::start_tls_client_first(&mut <$driver>::new());
+            }
+            #[test]
+            fn start_tls_server_first() {
+                start_tls::start_tls_server_first(&mut <$driver>::new());
+            }
+        }
+    };
+}
+
+#[cfg(feature = "tls")]
+start_tls_conformance!(start_tls_on_poll, crate::poll::Poll);
+#[cfg(all(feature = "tls", feature = "testing"))]
+start_tls_conformance!(start_tls_on_sim, crate::sim::Sim);
+#[cfg(feature = "tls")]
+start_tls_conformance!(start_tls_on_tokio_ct, crate::tokio::TokioCt);
+#[cfg(feature = "tls")]
+start_tls_conformance!(start_tls_on_tokio_mt, crate::tokio::TokioMt);
+#[cfg(feature = "tls")]
+start_tls_conformance!(start_tls_on_smol, crate::smol::Smol);
 
 datagram_conformance!(datagram_on_poll, crate::poll::Poll);
 datagram_conformance!(datagram_on_smol, crate::smol::Smol);

@@ -49,7 +49,9 @@ pub struct Tls<D> {
     conns: Conns,
 }
 
-fn configs() -> (TlsClient, TlsServer) {
+/// A client and a server configuration: an Ed25519 certificate for "localhost" made at run
+/// time, X25519.
+pub fn configs() -> (TlsClient, TlsServer) {
     let provider = Arc::new(CryptoProvider {
         kx_groups: vec![ring::kx_group::X25519],
         ..ring::default_provider()
@@ -128,6 +130,18 @@ impl TlsName for crate::poll::Poll {
 #[cfg(feature = "testing")]
 impl TlsName for crate::sim::Sim {
     const TLS_NAME: &'static str = "tls+sim";
+}
+
+impl TlsName for crate::tokio::TokioCt {
+    const TLS_NAME: &'static str = "tls+tokio-ct";
+}
+
+impl TlsName for crate::tokio::TokioMt {
+    const TLS_NAME: &'static str = "tls+tokio-mt";
+}
+
+impl TlsName for crate::smol::Smol {
+    const TLS_NAME: &'static str = "tls+smol";
 }
 
 impl<D: Driver + TlsName> Driver for Tls<D> {

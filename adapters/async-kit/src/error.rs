@@ -76,6 +76,22 @@ pub enum Error {
     /// Resolving the address to listen on failed.
     #[error("cannot resolve the address: {0}")]
     Io(#[from] io::Error),
+    /// `start_tls` was refused (feature `tls`): the handle names no live stream transport
+    /// whose protocol can be replaced (see [`Ctx::start_tls`](aioport::Ctx::start_tls)).
+    #[cfg(feature = "tls")]
+    #[error("start_tls refused: {0}")]
+    StartTls(aioport::HandleError),
+    /// A TLS connection could not be set up (feature `tls`): the handshake failed or timed
+    /// out, or rustls refused the configuration. The app protocol saw no callback.
+    #[cfg(feature = "tls")]
+    #[error("TLS with {endpoint:?} failed: {error}")]
+    Tls {
+        /// The peer, for a client connection.
+        endpoint: Option<Endpoint>,
+        /// Why: [`TlsError::is_certificate_error`](aioport::tls::TlsError::is_certificate_error)
+        /// tells a rejected certificate (or name) from the rest.
+        error: aioport::tls::TlsError,
+    },
 }
 
 /// What the loop hands its error hook (the loop's `set_error_handler`):

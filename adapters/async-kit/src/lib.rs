@@ -18,6 +18,8 @@
 //!   on them, for the drivers' `create_datagram_endpoint`.
 //! * [`Error`], [`ErrorReport`], [`ServerId`]: the loop's errors and server names;
 //!   [`ServerOptions`]: how servers listen.
+//! * [`process`]: spawning children with the loop's pipes, watching and reaping them
+//!   through a pidfd.
 //! * [`sys`]: listeners with a chosen backlog, `SO_REUSEPORT`, `IPV6_V6ONLY`, and
 //!   `SO_LINGER 0` for resets.
 //! * [`unix::BoundFile`]: a Unix server's socket file, removed when the server closes
@@ -27,11 +29,14 @@
 
 pub mod datagram;
 mod error;
+pub mod process;
 mod remote;
 mod remote_stream;
 mod server;
 pub mod sys;
 mod thread;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod unix;
 pub mod wake;
 

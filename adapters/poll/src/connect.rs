@@ -15,7 +15,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 use crate::event_loop::RunGuard;
 use crate::server::{ListenSocket, ServerEntry};
 use crate::sockets::Sock;
-use crate::{Error, Loop, Server, ServerId, ServerOptions};
+use crate::{Error, Loop, Server, ServerOptions};
 
 /// How [`Loop::create_connection_with`] connects: asyncio's `create_connection` keyword
 /// arguments that apply to a stream socket. The default is what
@@ -144,7 +144,10 @@ impl Loop {
     ) -> Result<StreamHandle, Error> {
         let _guard = RunGuard::enter()?;
         let h = self.registry.connect(protocol, endpoint.clone());
-        self.extras.connect.insert(h.handle(), options);
+        if options != ConnectOptions::default() {
+            // Absent options are the defaults: a plain connect leaves the table alone.
+            self.extras.connect.insert(h.handle(), options);
+        }
         if let Some(list) = addresses {
             self.extras.addresses.insert(h.handle(), list);
         }
@@ -261,20 +264,26 @@ impl Loop {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the socket cannot be made non-blocking, has no local address
-    /// (not bound) or cannot be registered.
+    /// [`Error::NotListening`] when `listen()` was never called on the socket (a
+    /// `TcpListener` built from a raw fd can be any socket); [`Error::Io`] when the socket
+    /// cannot be made non-blocking, has no local address (not bound) or cannot be
+    /// registered.
     pub fn create_server_from(
         &mut self,
         listener: std::net::TcpListener,
         factory: impl FnMut() -> Box<dyn Protocol> + 'static,
         options: ServerOptions,
     ) -> Result<Server, Error> {
+        // accept() on it fails with EINVAL: the server would never accept a connection.
+        if !sockopt::socket_acceptconn(&listener).map_err(io::Error::from)? {
+            return Err(Error::NotListening);
+        }
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let id = ServerId(self.servers.len() as u32);
+        let id = self.servers.next_id();
         let socket = ListenSocket::Tcp(TcpListener::from_std(listener));
         let index = self.add_listener(id, socket, options.nodelay_on())?;
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
+        self.servers.insert(ServerEntry { factory: Box::new(factory), listeners: vec![index] });
         self.io.clients.add_server(id, options.connection_limit());
         Ok(Server { id, addrs: vec![local] })
     }

@@ -192,6 +192,9 @@ impl Loop {
                 self.report_driver(h, r);
             }
         }
+        if !self.remotes.is_empty() {
+            self.remote_served(h, now);
+        }
         self.after_registry(now);
     }
 
@@ -266,6 +269,9 @@ impl Loop {
                 break;
             }
         }
+        if !self.io.closed.is_empty() {
+            self.remotes_after_close();
+        }
     }
 
     // ----------------------------------------------------------------------------------
@@ -293,6 +299,7 @@ impl Loop {
             self.handle.shared.rearm();
             self.handle.wake();
         }
+        self.pump_remotes(now);
         while let Ok((h, result)) = self.resolved_rx.try_recv() {
             match result {
                 Ok(addrs) => self.connect_next(h, addrs, None, now),
@@ -377,7 +384,7 @@ impl Loop {
     }
 
     fn adopt(&mut self, server: ServerId, nodelay: bool, sock: Sock, peer: Option<SocketAddr>) {
-        let Some(entry) = self.servers.get_mut(server.0 as usize).and_then(Option::as_mut) else {
+        let Some(entry) = self.servers.get_mut(server) else {
             return;
         };
         let protocol = match catch_unwind(AssertUnwindSafe(|| (entry.factory)())) {

@@ -46,6 +46,12 @@ pub enum Error {
         /// What the descriptor is ("a regular file", "a directory", …).
         kind: &'static str,
     },
+    /// [`Loop::create_server_from`](crate::Loop::create_server_from) was given a socket
+    /// that is not listening (`SO_ACCEPTCONN` off: bound but `listen()` never called, or
+    /// a connected socket). Call `listen()` on it first, or let
+    /// [`create_server`](crate::Loop::create_server) bind and listen.
+    #[error("the socket is not listening (SO_ACCEPTCONN is off): call listen() on it first")]
+    NotListening,
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,
@@ -103,6 +109,11 @@ pub enum Error {
         /// What to change.
         why: &'static str,
     },
+    /// `start_tls` was refused (feature `tls`): the handle names no live stream transport
+    /// whose protocol can be replaced (see [`Ctx::start_tls`](aioport::Ctx::start_tls)).
+    #[cfg(feature = "tls")]
+    #[error("start_tls refused: {0}")]
+    StartTls(aioport::HandleError),
     /// A TLS connection could not be set up (feature `tls`): the handshake failed or timed
     /// out, or rustls refused the configuration. The app protocol saw no callback.
     #[cfg(feature = "tls")]

@@ -14,7 +14,7 @@ use aioport::{
 use mio::{Events, Interest, Poll, Token};
 
 use crate::remote::{self, Command, LoopHandle};
-use crate::server::{ListenSocket, Listener, ServerEntry};
+use crate::server::{ListenSocket, Listener, ServerEntry, Servers};
 use crate::sockets::{LISTENER_BIT, Sockets, WAKER};
 use crate::{Error, ErrorReport, Server, ServerId, ServerOptions};
 
@@ -59,7 +59,7 @@ pub struct Loop {
     pub(crate) registry: Registry,
     pub(crate) io: Sockets,
     pub(crate) listeners: Vec<Option<Listener>>,
-    pub(crate) servers: Vec<Option<ServerEntry>>,
+    pub(crate) servers: Servers,
     /// Connections with work the last wait did not announce: readiness the cache still
     /// holds after reading resumed, or a read budget used up. A non-empty list makes the
     /// next wait non-blocking.
@@ -78,6 +78,8 @@ pub struct Loop {
     pub(crate) dropped_seen: u64,
     /// Part 2 state: connect options and deadlines, foreign fds, signals.
     pub(crate) extras: crate::extras::Extras,
+    /// Remote streams: other threads' handles to transports (`remote_stream.rs`).
+    pub(crate) remotes: crate::remote_stream::Remotes,
 }
 
 impl Loop {
@@ -100,7 +102,7 @@ impl Loop {
             registry: Registry::new(Instant::now()),
             io,
             listeners: Vec::new(),
-            servers: Vec::new(),
+            servers: Servers::default(),
             ready: VecDeque::new(),
             ready_listeners: VecDeque::new(),
             retrying: 0,
@@ -113,6 +115,7 @@ impl Loop {
             awaited: None,
             dropped_seen: 0,
             extras: crate::extras::Extras::default(),
+            remotes: crate::remote_stream::Remotes::default(),
         })
     }
 
@@ -214,21 +217,7 @@ impl Loop {
         endpoint: Endpoint,
         protocol: Box<dyn Protocol>,
     ) -> Result<StreamHandle, Error> {
-        let _guard = RunGuard::enter()?;
-        let h = self.registry.connect(protocol, endpoint.clone());
-        self.awaited = Some((h.handle(), None));
-        self.after_registry(Instant::now());
-        loop {
-            if let Some((_, Some(outcome))) = &mut self.awaited {
-                let outcome = std::mem::replace(outcome, Ok(()));
-                self.awaited = None;
-                return outcome.map(|()| h).map_err(|error| Error::Connect { endpoint, error });
-            }
-            if let Err(e) = self.turn(None) {
-                self.awaited = None;
-                return Err(e);
-            }
-        }
+        self.create_connection_with(endpoint, protocol, crate::ConnectOptions::default())
     }
 
     /// Listens on every address `addr` resolves to (asyncio's `create_server`): each
@@ -254,7 +243,7 @@ impl Loop {
         if addrs.is_empty() {
             return Err(Error::NoAddress);
         }
-        let id = ServerId(self.servers.len() as u32);
+        let id = self.servers.next_id();
         let mut bound = Vec::with_capacity(addrs.len());
         let mut indices = Vec::with_capacity(addrs.len());
         for addr in addrs {
@@ -271,7 +260,7 @@ impl Loop {
                 }
             }
         }
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: indices }));
+        self.servers.insert(ServerEntry { factory: Box::new(factory), listeners: indices });
         self.io.clients.add_server(id, options.connection_limit());
         Ok(Server { id, addrs: bound })
     }
@@ -295,19 +284,18 @@ impl Loop {
         mut socket: ListenSocket,
         nodelay: bool,
     ) -> std::io::Result<usize> {
-        let index = self.listeners.len();
+        // The first free slot: closing servers leaves no hole behind for good.
+        let index = self.listeners.iter().position(Option::is_none).unwrap_or(self.listeners.len());
         self.poll.registry().register(
             socket.source(),
             Token(LISTENER_BIT | index),
             Interest::READABLE,
         )?;
-        self.listeners.push(Some(Listener {
-            server,
-            socket,
-            nodelay,
-            queued: false,
-            retry_at: None,
-        }));
+        let listener = Listener { server, socket, nodelay, queued: false, retry_at: None };
+        match self.listeners.get_mut(index) {
+            Some(slot) => *slot = Some(listener),
+            None => self.listeners.push(Some(listener)),
+        }
         Ok(index)
     }
 
@@ -325,12 +313,13 @@ impl Loop {
     /// False if it was already closed. Also [`Server::close`] and
     /// [`LoopHandle::close_server`].
     pub fn close_server(&mut self, id: ServerId) -> bool {
-        let Some(entry) = self.servers.get_mut(id.0 as usize).and_then(Option::take) else {
+        let Some(entry) = self.servers.remove(id) else {
             return false;
         };
         for index in entry.listeners {
             self.drop_listener(index);
         }
+        self.io.clients.close_server(id);
         true
     }
 
@@ -443,7 +432,7 @@ impl std::fmt::Debug for Loop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loop")
             .field("transports", &self.registry.len())
-            .field("servers", &self.servers.iter().flatten().count())
+            .field("servers", &self.servers.len())
             .finish_non_exhaustive()
     }
 }

@@ -120,6 +120,55 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Other threads
+//!
+//! A [`LoopHandle`] runs closures on the loop (`call_soon_threadsafe`) and stops it; a
+//! [`RemoteStream`] ([`Loop::remote_stream`]) is one transport's handle for other
+//! threads, the same type as `aioport-tokio`'s: writes wait in a queue bounded at the
+//! transport's high-water mark and count in its `write_buffer_size()`, so the protocol's
+//! flow control sees them; blocking waits take a timeout, and `async` variants work on
+//! any executor.
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use std::rc::Rc;
+//! use std::time::Duration;
+//!
+//! use aioport::{CallbackResult, Ctx, Endpoint, Protocol};
+//! use aioport_poll::{Loop, ServerOptions};
+//!
+//! /// Keeps what it receives.
+//! struct Sink(Rc<RefCell<Vec<u8>>>);
+//! impl Protocol for Sink {
+//!     fn data_received(&mut self, _: &mut Ctx<'_>, data: &[u8]) -> CallbackResult {
+//!         self.0.borrow_mut().extend_from_slice(data);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct Quiet;
+//! impl Protocol for Quiet {}
+//!
+//! let mut lp = Loop::new()?;
+//! let got = Rc::new(RefCell::new(Vec::new()));
+//! let sink = got.clone();
+//! let opts = ServerOptions::default();
+//! let server = lp.create_server("127.0.0.1:0", move || Box::new(Sink(sink.clone())), opts)?;
+//! let h = lp.create_connection(Endpoint::Addr(server.addr()), Box::new(Quiet))?;
+//! let remote = lp.remote_stream(h)?;
+//! let writer = std::thread::spawn(move || {
+//!     for word in ["one ", "two ", "three"] {
+//!         // Waits (at most 10 s) while the queue is at high water.
+//!         remote.write(word, Duration::from_secs(10))?;
+//!     }
+//!     Ok::<(), aioport::WriteError>(())
+//! });
+//! lp.run_until_timeout(|| got.borrow().len() == 13, Duration::from_secs(10))?;
+//! writer.join().unwrap()?;
+//! assert_eq!(&got.borrow()[..], b"one two three");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # TLS
 //!
 //! With the feature `tls`, `Loop::create_tls_connection` and `Loop::create_tls_server`
@@ -158,7 +207,8 @@
 //!   `waitid(P_PIDFD)` — no `SIGCHLD` handler, no `waitpid(-1)`; children still running
 //!   when the loop is dropped are killed and reaped. Linux 5.3 or later.
 //! * Other threads use a [`LoopHandle`]: `call_soon_threadsafe` and `stop` through a
-//!   bounded queue and one `eventfd` wake-up per batch.
+//!   bounded queue and one `eventfd` wake-up per batch; and [`RemoteStream`]s, whose
+//!   queues share that wake-up.
 //! * **Servers in production.** A [`Server`] can [`close`](Server::close),
 //!   [`close_clients`](Server::close_clients), [`abort_clients`](Server::abort_clients)
 //!   and [`wait_closed`](Server::wait_closed) (bounded by the caller); the loop knows which
@@ -207,6 +257,7 @@ mod lifecycle;
 mod pipes;
 mod process;
 mod remote;
+mod remote_stream;
 mod server;
 pub mod signal;
 mod sockets;
@@ -222,6 +273,7 @@ pub use event_loop::Loop;
 pub use foreign::FdCallback;
 pub use process::{Stdio, SubprocessOptions};
 pub use remote::{LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError};
+pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server, ServerId, ServerOptions};
 pub use sys::raise_fd_limit;
 pub use unix::{UnixName, UnixServer};

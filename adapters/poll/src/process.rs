@@ -1,9 +1,10 @@
 //! Child processes on the poll loop: asyncio's `subprocess_exec` / `subprocess_shell`.
 //!
-//! * The child is spawned with `std::process::Command`; its stdin, stdout and stderr are
-//!   each a new pipe, the parent's stdio, `/dev/null`, stdout's target (stderr only) or
-//!   a given fd ([`Stdio`]). Every pipe end and the pidfd are close-on-exec, so no other
-//!   child inherits them; the child's ends are closed in the parent right after the spawn.
+//! * The child is spawned by [`aioport_async_kit::process::spawn`], which the tokio and
+//!   smol drivers share: its stdin, stdout and stderr are each a new pipe, the parent's
+//!   stdio, `/dev/null`, stdout's target (stderr only) or a given fd ([`Stdio`]). Every
+//!   pipe end and the pidfd are close-on-exec, so no other child inherits them; the
+//!   child's ends are closed in the parent right after the spawn.
 //! * The parent's pipe ends are non-blocking, registered once with mio (edge-triggered,
 //!   with the same readiness cache as sockets) and driven through the core's ordinary pipe
 //!   faces (`on_readable` / `on_writable`; readable on the stdin pipe means the child
@@ -21,22 +22,20 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aioport::{ExitStatus, Extra, Handle, HandleError, SubprocessHandle, SubprocessProtocol};
+use aioport_async_kit::process::{self, Child, Spawned};
+pub use aioport_async_kit::process::{Stdio, SubprocessOptions};
 use mio::event::Event;
 use mio::unix::SourceFd;
-use mio::unix::pipe::{self, Receiver, Sender};
+use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Token};
-use rustix::process::{
-    Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, pidfd_open, pidfd_send_signal, waitid,
-};
 
 use crate::event_loop::Loop;
 use crate::{Error, ErrorReport};
@@ -46,112 +45,6 @@ pub(crate) const PROCESS_BIT: usize = 1 << 61;
 
 /// Reads per pipe per serve, as for sockets: then other transports go first.
 const READ_BUDGET: u32 = 8;
-
-/// The return code asyncio reports for a child whose status was lost (reaped by someone
-/// else): 255.
-const UNKNOWN_STATUS: i32 = 255;
-
-/// What a child's stdin, stdout or stderr is connected to (asyncio's `stdin=`, `stdout=`,
-/// `stderr=` arguments).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Stdio {
-    /// A new pipe to the loop (`subprocess.PIPE`): the protocol's `pipe_data_received`
-    /// for stdout and stderr, `ctx.stdin(..)` for stdin.
-    Pipe,
-    /// The loop process's own stdin, stdout or stderr (`None` in asyncio).
-    Inherit,
-    /// `/dev/null` (`subprocess.DEVNULL`).
-    Null,
-    /// For stderr only: wherever stdout goes (`subprocess.STDOUT`).
-    Stdout,
-    /// This file descriptor (a file, a socket, another pipe); the child gets a duplicate.
-    Fd(OwnedFd),
-}
-
-/// How to start a child: stdio per fd, environment, working directory. The default pipes
-/// all three, as asyncio's `subprocess_exec` does.
-///
-/// ```
-/// use aioport_poll::{Stdio, SubprocessOptions};
-/// let opts = SubprocessOptions::default()
-///     .stdin(Stdio::Null)
-///     .stderr(Stdio::Stdout)
-///     .env("LC_ALL", "C")
-///     .current_dir("/");
-/// # let _ = opts;
-/// ```
-#[derive(Debug)]
-pub struct SubprocessOptions {
-    stdio: [Stdio; 3],
-    env: Vec<(OsString, Option<OsString>)>,
-    env_clear: bool,
-    cwd: Option<PathBuf>,
-}
-
-impl Default for SubprocessOptions {
-    fn default() -> Self {
-        SubprocessOptions {
-            stdio: [Stdio::Pipe, Stdio::Pipe, Stdio::Pipe],
-            env: Vec::new(),
-            env_clear: false,
-            cwd: None,
-        }
-    }
-}
-
-impl SubprocessOptions {
-    /// The child's stdin (fd 0).
-    #[must_use]
-    pub fn stdin(mut self, s: Stdio) -> Self {
-        self.stdio[0] = s;
-        self
-    }
-
-    /// The child's stdout (fd 1).
-    #[must_use]
-    pub fn stdout(mut self, s: Stdio) -> Self {
-        self.stdio[1] = s;
-        self
-    }
-
-    /// The child's stderr (fd 2); [`Stdio::Stdout`] sends it where stdout goes.
-    #[must_use]
-    pub fn stderr(mut self, s: Stdio) -> Self {
-        self.stdio[2] = s;
-        self
-    }
-
-    /// Sets an environment variable for the child.
-    #[must_use]
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
-        self
-    }
-
-    /// Removes an environment variable for the child.
-    #[must_use]
-    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), None));
-        self
-    }
-
-    /// Starts the child with an empty environment (plus what [`env`](Self::env) sets
-    /// after this call).
-    #[must_use]
-    pub fn env_clear(mut self) -> Self {
-        self.env_clear = true;
-        self.env.clear();
-        self
-    }
-
-    /// The child's working directory.
-    #[must_use]
-    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cwd = Some(dir.into());
-        self
-    }
-}
 
 /// The parent's end of one of a child's pipes.
 #[derive(Debug)]
@@ -185,12 +78,12 @@ struct PipeConn {
     queued: bool,
 }
 
-/// A child, watched through its pidfd until reaped.
+/// A child, watched through its pidfd until reaped (and killed and reaped if the loop is
+/// dropped first: [`Child`]'s `Drop`).
 #[derive(Debug)]
 struct ChildProc {
-    pidfd: OwnedFd,
+    child: Child,
     token: Token,
-    reaped: bool,
 }
 
 /// The loop's children and their pipes; the socket table forwards `Io` calls for the
@@ -315,7 +208,7 @@ impl Procs {
                 let _ = registry.deregister(p.end.source());
             }
         } else if let Some(c) = self.children.get(&h)
-            && c.reaped
+            && c.child.is_reaped()
         {
             self.children.remove(&h);
         }
@@ -323,119 +216,22 @@ impl Procs {
 
     /// `Io::send_signal`: through the pidfd, never to a pid that could be recycled.
     pub(crate) fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
-        let c = self.children.get(&h).ok_or_else(not_open)?;
-        if c.reaped {
-            return Err(io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
-        }
-        let sig = Signal::from_named_raw(sig).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("no such signal: {sig}"))
-        })?;
-        pidfd_send_signal(&c.pidfd, sig).map_err(io::Error::from)
+        self.children.get(&h).ok_or_else(not_open)?.child.send_signal(sig)
     }
 
     /// Reaps `h` if it exited: its status, once.
     fn reap(&mut self, h: Handle) -> Option<ExitStatus> {
         let c = self.children.get_mut(&h)?;
-        if c.reaped {
-            return None;
-        }
-        let status = loop {
-            match waitid(
-                WaitId::PidFd(c.pidfd.as_fd()),
-                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-            ) {
-                Ok(None) => return None,
-                Ok(Some(s)) => {
-                    break match (s.exit_status(), s.terminating_signal()) {
-                        (_, Some(sig)) => ExitStatus::Signaled(sig),
-                        (Some(code), None) => ExitStatus::Exited(code),
-                        (None, None) => ExitStatus::Exited(UNKNOWN_STATUS),
-                    };
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                // ECHILD: someone reaped it behind our back; its status is lost.
-                Err(_) => break ExitStatus::Exited(UNKNOWN_STATUS),
-            }
-        };
-        c.reaped = true;
+        let status = c.child.try_reap()?;
         self.tokens.remove(&c.token);
         for (_, cell) in self.waiters.iter().filter(|(w, _)| *w == h) {
             cell.set(Some(status));
         }
         if let Some(registry) = &self.registry {
-            let _ = registry.deregister(&mut SourceFd(&c.pidfd.as_raw_fd()));
+            let _ = registry.deregister(&mut SourceFd(&c.child.as_fd().as_raw_fd()));
         }
         Some(status)
     }
-}
-
-impl Drop for Procs {
-    /// Children still running when the loop goes away are killed and reaped: no zombie
-    /// outlives the loop.
-    fn drop(&mut self) {
-        for c in self.children.values().filter(|c| !c.reaped) {
-            let _ = pidfd_send_signal(&c.pidfd, Signal::KILL);
-            while let Err(rustix::io::Errno::INTR) =
-                waitid(WaitId::PidFd(c.pidfd.as_fd()), WaitIdOptions::EXITED)
-            {}
-        }
-    }
-}
-
-/// The child's side of one fd, before it becomes a `std::process::Stdio`.
-enum ChildEnd {
-    Inherit,
-    Null,
-    Fd(OwnedFd),
-}
-
-impl ChildEnd {
-    fn into_std(self) -> std::process::Stdio {
-        match self {
-            ChildEnd::Inherit => std::process::Stdio::inherit(),
-            ChildEnd::Null => std::process::Stdio::null(),
-            ChildEnd::Fd(fd) => std::process::Stdio::from(fd),
-        }
-    }
-
-    fn try_clone(&self, fd: u32) -> io::Result<ChildEnd> {
-        Ok(match self {
-            // stderr to an inherited stdout: the loop process's own stdout.
-            ChildEnd::Inherit if fd == 1 => {
-                ChildEnd::Fd(io::stdout().as_fd().try_clone_to_owned()?)
-            }
-            ChildEnd::Inherit => ChildEnd::Inherit,
-            ChildEnd::Null => ChildEnd::Null,
-            ChildEnd::Fd(f) => ChildEnd::Fd(f.try_clone()?),
-        })
-    }
-}
-
-/// The child's and the parent's ends for fd `fd`.
-fn ends(fd: u32, s: Stdio) -> io::Result<(ChildEnd, Option<End>)> {
-    Ok(match s {
-        Stdio::Pipe => {
-            // Both ends close-on-exec and non-blocking; the child's end is made blocking,
-            // as programs expect of their stdio.
-            let (tx, rx) = pipe::new()?;
-            if fd == 0 {
-                rx.set_nonblocking(false)?;
-                (ChildEnd::Fd(rx.into()), Some(End::Stdin(tx)))
-            } else {
-                tx.set_nonblocking(false)?;
-                (ChildEnd::Fd(tx.into()), Some(End::Output(rx)))
-            }
-        }
-        Stdio::Inherit => (ChildEnd::Inherit, None),
-        Stdio::Null => (ChildEnd::Null, None),
-        Stdio::Fd(f) => (ChildEnd::Fd(f), None),
-        Stdio::Stdout => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "Stdio::Stdout is for stderr only",
-            ));
-        }
-    })
 }
 
 impl Loop {
@@ -522,66 +318,32 @@ impl Loop {
     fn spawn_command(
         &mut self,
         protocol: Box<dyn SubprocessProtocol>,
-        mut cmd: Command,
+        cmd: Command,
         options: SubprocessOptions,
     ) -> io::Result<SubprocessHandle> {
-        let SubprocessOptions { stdio: [s0, s1, s2], env, env_clear, cwd } = options;
-        if env_clear {
-            cmd.env_clear();
-        }
-        for (k, v) in env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        if let Some(dir) = cwd {
-            cmd.current_dir(dir);
-        }
-        let (c0, p0) = ends(0, s0)?;
-        let (c1, p1) = ends(1, s1)?;
-        let (c2, p2) = match s2 {
-            Stdio::Stdout => (c1.try_clone(1)?, None),
-            s => ends(2, s)?,
-        };
-        cmd.stdin(c0.into_std()).stdout(c1.into_std()).stderr(c2.into_std());
         if self.io.procs.registry.is_none() {
             self.io.procs.registry = Some(self.poll.registry().try_clone()?);
         }
-
-        let piped = [p0.is_some(), p1.is_some(), p2.is_some()];
-        let pipes = self.registry.insert_subprocess(protocol, piped, Extra::default());
+        let pipes = self.registry.insert_subprocess(protocol, options.piped(), Extra::default());
         let h = pipes.process;
-        let spawned = cmd.spawn();
-        // The child's ends live in `cmd`: closed here, so EOF reaches the loop when the
-        // child (and its children) close theirs.
-        drop(cmd);
-        let watched = spawned.and_then(|child| {
-            let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty());
-            match pidfd {
-                Ok(fd) => Ok((child.id(), fd)),
-                Err(e) => {
-                    let mut child = child;
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    Err(e.into())
-                }
-            }
-        });
-        let (pid, pidfd) = match watched {
-            Ok(w) => w,
+        let Spawned { child, stdin, stdout, stderr } = match process::spawn(cmd, options) {
+            Ok(s) => s,
             Err(e) => {
                 let _ = self.registry.handle_spawn_failed(h);
                 return Err(e);
             }
         };
+        let pid = child.pid();
         let procs = &mut self.io.procs;
-        // Registered before anything can fail, so Drop reaps it whatever happens next.
+        // Kept before anything can fail, so the child is reaped whatever happens next.
         let t = token(h.handle());
-        procs.children.insert(h.handle(), ChildProc { pidfd, token: t, reaped: false });
-        let fd = procs.children[&h.handle()].pidfd.as_raw_fd();
+        let fd = child.as_fd().as_raw_fd();
+        procs.children.insert(h.handle(), ChildProc { child, token: t });
         let mut setup =
             procs.register(&mut SourceFd(&fd), h.handle(), Interest::READABLE).map(|_| ());
+        let p0 = stdin.map(|fd| End::Stdin(Sender::from(fd)));
+        let p1 = stdout.map(|fd| End::Output(Receiver::from(fd)));
+        let p2 = stderr.map(|fd| End::Output(Receiver::from(fd)));
         let handles: [Option<Handle>; 3] = [
             pipes.stdin.map(Into::into),
             pipes.stdout.map(Into::into),

@@ -257,3 +257,46 @@ pub(crate) struct ServerEntry {
     pub(crate) factory: ProtocolFactory,
     pub(crate) listeners: Vec<usize>,
 }
+
+/// The open servers of a loop by id. Ids count up and are never reused, so a stale
+/// [`ServerId`] (of a closed server) names nothing; a closed server's entry is removed,
+/// so create/close cycles do not grow the table.
+#[derive(Default)]
+pub(crate) struct Servers {
+    open: std::collections::HashMap<ServerId, ServerEntry>,
+    next: u32,
+}
+
+impl Servers {
+    /// The id the next [`insert`](Self::insert) takes (a failed bind takes none).
+    pub(crate) fn next_id(&self) -> ServerId {
+        ServerId(self.next)
+    }
+
+    /// Adds the server [`next_id`](Self::next_id) named.
+    pub(crate) fn insert(&mut self, entry: ServerEntry) -> ServerId {
+        let id = self.next_id();
+        // 2^32 servers on one loop: ids would wrap only after the old ones are long gone.
+        self.next = self.next.wrapping_add(1);
+        self.open.insert(id, entry);
+        id
+    }
+
+    pub(crate) fn get(&self, id: ServerId) -> Option<&ServerEntry> {
+        self.open.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ServerId) -> Option<&mut ServerEntry> {
+        self.open.get_mut(&id)
+    }
+
+    /// Removes a server (it was closed).
+    pub(crate) fn remove(&mut self, id: ServerId) -> Option<ServerEntry> {
+        self.open.remove(&id)
+    }
+
+    /// How many servers are open.
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+}

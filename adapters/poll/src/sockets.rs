@@ -171,6 +171,9 @@ pub(crate) struct Sockets {
     /// Children and their pipes (`process.rs`): `Io` calls for handles that are not
     /// sockets go there.
     pub(crate) procs: crate::process::Procs,
+    /// Transports closed since the loop last looked: their remote streams
+    /// (`remote_stream.rs`) learn it once `connection_lost` ran.
+    pub(crate) closed: Vec<Handle>,
 }
 
 impl Sockets {
@@ -184,6 +187,7 @@ impl Sockets {
             dgram: Default::default(),
             clients: Clients::default(),
             procs: crate::process::Procs::default(),
+            closed: Vec::new(),
         }
     }
 
@@ -312,6 +316,7 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
+        self.closed.push(h);
         if !self.dgram.remove(&self.registry, h) && self.remove(h).is_none() {
             self.procs.close(h);
         }

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
 
-use aioport::tls::{TlsClient, TlsError, TlsServer, TlsSession};
+use aioport::tls::{TlsClient, TlsEngine, TlsError, TlsServer, TlsSession};
 use aioport::{CallbackResult, Ctx, Endpoint, Protocol, ProtocolError, StreamHandle};
 
 use crate::event_loop::RunGuard;
@@ -107,6 +107,46 @@ impl Loop {
             if session.raw().is_some_and(|raw| self.registry.interest(raw.handle()).is_err()) {
                 // Gone without a recorded failure: the engine panicked (the error hook
                 // was told). Say so rather than wait forever.
+                return Err(tls_error(TlsError::ConnectionLost(None)));
+            }
+            self.turn(None)?;
+        }
+    }
+
+    /// Upgrades the open stream transport `h` to TLS and returns once the handshake
+    /// completed (asyncio's `await loop.start_tls(transport, protocol, sslcontext)`, for
+    /// STARTTLS): `engine` (from [`TlsClient::engine`] or [`TlsServer::engine`], with the
+    /// app protocol that runs over TLS) takes `h` over through the protocol swap, as
+    /// [`Ctx::start_tls`] describes — what was written to `h` goes out first, in
+    /// plaintext; `received` are bytes already read past the upgrade point; the paused
+    /// state is inherited. Returns the app's transport (its `connection_made` was
+    /// delivered) and the session. From inside a callback use [`Ctx::start_tls`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StartTls`] when `h` names no live stream transport (nothing changed);
+    /// [`Error::Tls`] when the handshake failed (`h` failed with it; the app saw no
+    /// callback). [`Error::AlreadyRunning`] inside a callback.
+    pub fn start_tls(
+        &mut self,
+        h: StreamHandle,
+        engine: TlsEngine,
+        received: &[u8],
+    ) -> Result<(StreamHandle, TlsSession), Error> {
+        let session = engine.session();
+        self.with(|ctx| ctx.start_tls(h, engine, received)).map_err(Error::StartTls)?;
+        let tls_error = |error| Error::Tls { endpoint: None, error };
+        let _guard = RunGuard::enter()?;
+        // The engine's handshake timer bounds this wait (unless the options removed it).
+        loop {
+            if let Some(app) = session.app() {
+                return Ok((app, session));
+            }
+            if let Some(error) = session.error() {
+                return Err(tls_error(error));
+            }
+            if self.registry.interest(h.handle()).is_err() {
+                // Gone without a recorded failure: the engine panicked.
                 return Err(tls_error(TlsError::ConnectionLost(None)));
             }
             self.turn(None)?;

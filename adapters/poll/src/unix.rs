@@ -232,13 +232,13 @@ impl Loop {
         let name = name.into();
         let (listener, file) = bind(&name, options.backlog_i32())
             .map_err(|error| Error::UnixBind { name: name.clone(), error })?;
-        let id = ServerId(self.servers.len() as u32);
+        let id = self.servers.next_id();
         let index = match self.add_listener(id, ListenSocket::Unix { listener, _file: file }, false)
         {
             Ok(index) => index,
             Err(error) => return Err(Error::UnixBind { name, error }),
         };
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
+        self.servers.insert(ServerEntry { factory: Box::new(factory), listeners: vec![index] });
         self.io.clients.add_server(id, options.connection_limit());
         Ok(UnixServer { id, name })
     }

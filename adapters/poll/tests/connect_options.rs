@@ -73,6 +73,30 @@ fn adopted_listening_socket() {
 }
 
 #[test]
+fn adopting_a_socket_that_does_not_listen_is_refused() {
+    let mut lp = Loop::new().unwrap();
+    // Bound, but listen() never called.
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let bound = TcpListener::from(fd);
+    let r = lp.create_server_from(bound, || Box::new(Echo), ServerOptions::default());
+    assert!(matches!(r, Err(Error::NotListening)), "{r:?}");
+    // A connected socket passed as a listener.
+    let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+    let connected = TcpStream::connect(listening.local_addr().unwrap()).unwrap();
+    let fake = TcpListener::from(std::os::fd::OwnedFd::from(connected));
+    let r = lp.create_server_from(fake, || Box::new(Echo), ServerOptions::default());
+    assert!(matches!(r, Err(Error::NotListening)), "{r:?}");
+    // The real one is taken.
+    assert!(lp.create_server_from(listening, || Box::new(Echo), ServerOptions::default()).is_ok());
+}
+
+#[test]
 fn local_addr_and_keepalive() {
     let mut lp = Loop::new().unwrap();
     let srv = lp.create_server("127.0.0.1:0", || Box::new(Echo), ServerOptions::default()).unwrap();

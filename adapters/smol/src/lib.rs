@@ -116,6 +116,8 @@ mod pipes;
 mod server;
 mod sockets;
 mod thread;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{

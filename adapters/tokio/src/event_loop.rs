@@ -371,7 +371,7 @@ impl Loop {
     /// The loop future: turns until `done`, or a stop when `stoppable`. Tokio's
     /// cooperative budget is off inside it (a budget used up would make every socket
     /// look not ready); the loop yields by itself every [`TURNS_PER_POLL`] turns.
-    async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
+    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
         let turns = poll_fn(|cx| self.poll_turns(cx, stoppable, &mut done));
         tokio::task::unconstrained(turns).await;
     }

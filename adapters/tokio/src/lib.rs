@@ -109,6 +109,8 @@ mod remote_stream;
 mod server;
 mod sockets;
 mod thread;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,

@@ -47,6 +47,10 @@ impl Run {
         let trace: Rc<RefCell<Vec<(Handle, Traced)>>> = Rc::default();
         let (log, w) = (trace.clone(), world.clone());
         reg.set_tracer(Some(Box::new(move |h, t| {
+            // Not a callback: each actor's log is already per protocol instance.
+            if t == Trace::ProtocolSwapped {
+                return;
+            }
             let traced = match t {
                 Trace::ConnectionMade => Traced::Made,
                 Trace::DataReceived(_) => Traced::Data,
