@@ -119,13 +119,15 @@ fn write_pipe_flow_control_on_a_full_pipe() {
                     Ok(n) => total += n,
                 }
             }
-            total
+            // Kept open until joined: closing the read end would end the transport
+            // (connection_lost(None), as the drained queue is empty) before close().
+            (total, reader)
         });
         lp.run_until_timeout(|| seen.resumed.get() == 1, LIMIT).await.unwrap();
         // close() flushes the rest, then connection_lost(None).
         lp.with(|ctx| ctx.close(h).unwrap());
         lp.run_until_timeout(|| seen.lost.borrow().is_some(), LIMIT).await.unwrap();
-        assert_eq!(drained.join().unwrap(), N);
+        assert_eq!(drained.join().unwrap().0, N);
         assert_eq!(*seen.lost.borrow(), Some(None));
     });
 }
