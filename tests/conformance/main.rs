@@ -191,5 +191,6 @@ datagram_conformance!(datagram_on_smol, crate::smol::Smol);
 datagram_conformance!(datagram_on_sim, crate::sim::Sim);
 
 subprocess_conformance!(subprocess_on_poll, crate::poll::Poll);
+subprocess_conformance!(subprocess_on_smol, crate::smol::Smol);
 #[cfg(feature = "testing")]
 subprocess_conformance!(subprocess_on_sim, crate::sim::Sim);

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use aioport::{
     ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
-    StreamHandle,
+    StreamHandle, SubprocessHandle, SubprocessProtocol,
 };
-use aioport_smol::{DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions};
+use aioport_smol::{
+    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions, Stdio,
+    SubprocessOptions,
+};
 use async_io::block_on;
 
-use crate::driver::{Bind, Bound, Driver, Factory, Family, Listening};
+use crate::driver::{Bind, Bound, ChildStdio, Driver, Factory, Family, Listening, Program};
 
 /// No scenario takes more than this; a stuck one fails instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -182,6 +185,38 @@ impl Driver for Smol {
             ));
         }
         Ok(Bound { handle: ep.handle(), addr: ep.local_addr().clone() })
+    }
+
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let mut options = SubprocessOptions::default();
+        if stdio == ChildStdio::StderrToStdout {
+            options = options.stderr(Stdio::Stdout);
+        }
+        // As on the poll loop: `exec` where the child is to be signalled, so the signal
+        // reaches `sleep` itself; the loop kills and reaps a child still running when it
+        // is dropped (a failed scenario), so `sleep 30` never outlives the test.
+        let cmd = match program {
+            Program::Cat => {
+                let r = self.lp.subprocess_exec(protocol, "cat", [] as [&str; 0], options);
+                return Ok(r.unwrap_or_else(|e| panic!("smol: spawn cat: {e}")));
+            }
+            Program::Exit(code) => format!("exit {code}"),
+            Program::Sleep => "exec sleep 30".to_owned(),
+            Program::CloseStdoutThenSleep => "exec >&-; exec sleep 30".to_owned(),
+            // A background job's stdin is /dev/null, hence the copy on fd 3: the
+            // grandchild's `read` ends when the loop closes the child's stdin.
+            Program::GrandchildHoldsStdout(code) => {
+                format!("exec 3<&0; (read x <&3; echo bye) & exit {code}")
+            }
+            Program::OutThenErr => "echo out; echo err >&2".to_owned(),
+        };
+        let r = self.lp.subprocess_shell(protocol, &cmd, options);
+        Ok(r.unwrap_or_else(|e| panic!("smol: spawn sh -c {cmd:?}: {e}")))
     }
 
     fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {

@@ -66,6 +66,20 @@ pub enum Error {
         /// What to change.
         why: &'static str,
     },
+    /// The loop's `subprocess_exec` / `subprocess_shell` could not start the program; the
+    /// protocol was dropped without a callback.
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        /// The program.
+        program: std::ffi::OsString,
+        /// Why (not found, permission denied, out of descriptors, no pidfd support).
+        error: io::Error,
+    },
+    /// The loop's `wait_subprocess` was given a handle whose transport is gone (its
+    /// `connection_lost` was delivered: read the return code in `process_exited`) or that
+    /// names no subprocess.
+    #[error("no such subprocess: {0}")]
+    NoSuchProcess(aioport::HandleError),
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,

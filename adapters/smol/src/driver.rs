@@ -142,6 +142,9 @@ impl Loop {
         } else {
             c.queued = false;
         }
+        if c.sock.is_process() {
+            return self.serve_process(h, now);
+        }
         let Ok(mut interest) = self.registry.interest(h) else { return };
         if interest.write {
             let r = self.registry.on_writable(h, now, &mut self.io);

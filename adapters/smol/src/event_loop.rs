@@ -63,6 +63,8 @@ pub struct Loop {
     pub(crate) timer: Option<(Timer, Option<Instant>)>,
     /// The transports other tasks hold a [`RemoteStream`] for.
     pub(crate) remotes: RemoteStreams,
+    /// The child `wait_subprocess` waits for, and its return code once reaped.
+    pub(crate) waited: Option<(Handle, Option<i32>)>,
 }
 
 impl Loop {
@@ -87,6 +89,7 @@ impl Loop {
             dropped_seen: 0,
             timer: None,
             remotes: RemoteStreams::default(),
+            waited: None,
         }
     }
 

@@ -113,6 +113,7 @@ mod driver;
 mod event_loop;
 mod lifecycle;
 mod pipes;
+mod process;
 mod server;
 mod sockets;
 mod thread;
@@ -125,5 +126,6 @@ pub use aioport_async_kit::{
     ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
+pub use process::{Stdio, SubprocessOptions};
 pub use server::{ProtocolFactory, Server};
 pub use thread::spawn_loop;

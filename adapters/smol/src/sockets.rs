@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 use aioport::datagram::RecvMeta;
 use aioport::{DatagramAddr, Handle, Io};
 use aioport_async_kit::datagram;
+use aioport_async_kit::process::Child;
 use async_io::Async;
 
 use crate::ServerId;
@@ -40,6 +41,13 @@ pub(crate) enum Sock {
         sock: Async<OwnedFd>,
         unix: bool,
     },
+    /// A child (`subprocess_exec`): a duplicate of its pidfd registered with async-io
+    /// (readable when the child exits), and the child itself, reaped through the pidfd
+    /// (killed and reaped if dropped first). `watch` is dropped first (deregistered).
+    Process {
+        watch: Async<OwnedFd>,
+        child: Child,
+    },
 }
 
 impl Sock {
@@ -49,6 +57,7 @@ impl Sock {
             Sock::Unix(s) => s.get_ref().as_fd(),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.get_ref().as_fd(),
             Sock::Datagram { sock, .. } => sock.get_ref().as_fd(),
+            Sock::Process { watch, .. } => watch.get_ref().as_fd(),
         }
     }
 
@@ -59,7 +68,9 @@ impl Sock {
             Sock::PipeRead(p) => p.get_ref().read(buf),
             // The core never reads the write end of a pipe (readability there means the
             // read end closed).
-            Sock::PipeWrite(_) | Sock::Datagram { .. } => Err(io::ErrorKind::Unsupported.into()),
+            Sock::PipeWrite(_) | Sock::Datagram { .. } | Sock::Process { .. } => {
+                Err(io::ErrorKind::Unsupported.into())
+            }
         }
     }
 
@@ -72,7 +83,7 @@ impl Sock {
             (Sock::Unix(s), _) => s.get_ref().write_vectored(bufs),
             (Sock::PipeWrite(p), [one]) => p.get_ref().write(one),
             (Sock::PipeWrite(p), _) => p.get_ref().write_vectored(bufs),
-            (Sock::PipeRead(_) | Sock::Datagram { .. }, _) => {
+            (Sock::PipeRead(_) | Sock::Datagram { .. } | Sock::Process { .. }, _) => {
                 Err(io::ErrorKind::Unsupported.into())
             }
         }
@@ -86,6 +97,7 @@ impl Sock {
             Sock::Unix(s) => s.poll_readable(cx),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_readable(cx),
             Sock::Datagram { sock, .. } => sock.poll_readable(cx),
+            Sock::Process { watch, .. } => watch.poll_readable(cx),
         }
     }
 
@@ -96,7 +108,13 @@ impl Sock {
             Sock::Unix(s) => s.poll_writable(cx),
             Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_writable(cx),
             Sock::Datagram { sock, .. } => sock.poll_writable(cx),
+            Sock::Process { watch, .. } => watch.poll_writable(cx),
         }
+    }
+
+    /// A child's pidfd watch.
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self, Sock::Process { .. })
     }
 
     /// A datagram socket: reads are whole datagrams, so a short one says nothing about
@@ -113,14 +131,14 @@ impl Sock {
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().peer_addr().ok(),
-            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } => None,
+            _ => None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().local_addr().ok(),
-            Sock::Unix(_) | Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } => None,
+            _ => None,
         }
     }
 
@@ -265,7 +283,7 @@ impl Io for Sockets {
 
     fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
         let c = self.get(h).ok_or_else(not_open)?;
-        if let Sock::PipeRead(_) | Sock::PipeWrite(_) | Sock::Datagram { .. } = c.sock {
+        if !matches!(c.sock, Sock::Tcp(_) | Sock::Unix(_)) {
             // A write pipe's `write_eof` is a close (spec §4.4): nothing to shut down.
             return Ok(());
         }
@@ -300,7 +318,23 @@ impl Io for Sockets {
     }
 
     fn close(&mut self, h: Handle) {
+        if let Some(Conn { sock: Sock::Process { child, .. }, .. }) = self.get(h)
+            && !child.is_reaped()
+        {
+            // The core is done with a child still running (its transport closed): it
+            // stays watched until it exits and is reaped (`process_exited` still
+            // follows), or is killed and reaped with the loop.
+            return;
+        }
         self.remove(h);
         self.closed.push(h);
+    }
+
+    /// Through the pidfd, never to a pid that could be recycled.
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Process { child, .. }) => child.send_signal(sig),
+            _ => Err(not_open()),
+        }
     }
 }

@@ -99,7 +99,6 @@ fn app(seen: &Rc<RefCell<Seen>>, echo: bool, send: &'static [u8], close_after: u
     App { seen: seen.clone(), echo, send, close_after }
 }
 
-
 #[test]
 fn wrong_server_name_is_a_typed_tls_error_and_the_app_sees_nothing() {
     async_io::block_on(async {
@@ -109,13 +108,22 @@ fn wrong_server_name_is_a_typed_tls_error_and_the_app_sees_nothing() {
         let r = reports.clone();
         lp.set_error_handler(move |e: ErrorReport| r.borrow_mut().push(e.to_string()));
         let srv = lp
-            .create_tls_server("127.0.0.1:0", pki.server(), |_| unreachable!(), ServerOptions::default())
+            .create_tls_server(
+                "127.0.0.1:0",
+                pki.server(),
+                |_| unreachable!(),
+                ServerOptions::default(),
+            )
             .await
             .unwrap();
         let seen = Rc::new(RefCell::new(Seen::default()));
         let client = pki.client("elsewhere.example");
         let r = lp
-            .create_tls_connection(Endpoint::Addr(srv.addr()), &client, Box::new(app(&seen, false, b"", 0)))
+            .create_tls_connection(
+                Endpoint::Addr(srv.addr()),
+                &client,
+                Box::new(app(&seen, false, b"", 0)),
+            )
             .await;
         match r {
             Err(Error::Tls { endpoint, error }) => {
@@ -152,7 +160,11 @@ fn echo_over_a_tls_unix_server_then_clean_close() {
         let message = b"over TLS over a Unix socket";
         let client = app(&seen, false, message, message.len());
         let (_, session) = lp
-            .create_tls_connection(Endpoint::Unix(path.clone()), &pki.client("localhost"), Box::new(client))
+            .create_tls_connection(
+                Endpoint::Unix(path.clone()),
+                &pki.client("localhost"),
+                Box::new(client),
+            )
             .await
             .unwrap();
         assert!(session.info().is_some_and(|i| i.supports_half_close()));
@@ -219,7 +231,8 @@ fn loop_start_tls_after_a_plaintext_line_returns_after_the_handshake() {
         lp.with(|ctx| ctx.write_slice(h, b"STARTTLS\r\n")).unwrap();
         let seen = Rc::new(RefCell::new(Seen::default()));
         let message = b"upgraded";
-        let engine = pki.client("localhost").engine(app(&seen, false, message, message.len())).unwrap();
+        let engine =
+            pki.client("localhost").engine(app(&seen, false, message, message.len())).unwrap();
         let (app_h, session) = lp.start_tls(h, engine, b"").await.unwrap();
         assert_eq!(session.app(), Some(app_h));
         assert_eq!(session.raw(), Some(h));
