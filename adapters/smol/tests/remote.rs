@@ -108,24 +108,64 @@ async fn pair() -> Pair {
     Pair { lp, client, server, received, wrong, server_lost, seen }
 }
 
-/// A writer task that the peer does not keep up with: the transport pauses, the
-/// cross-task queue fills to high water and its bytes count in `write_buffer_size()`,
-/// `try_write` says `BufferFull` and `write().await` waits; once the peer reads, every
-/// byte arrives in order, `drain` and `close` and `wait_closed` complete.
+/// A writer the peer does not keep up with: the transport pauses, the cross-task queue
+/// fills to high water and its bytes count in `write_buffer_size()`, `try_write` says
+/// `BufferFull` and `write().await` (on another thread) waits; once the peer reads, every
+/// byte arrives in order, `drain` and `close` and `wait_closed` complete. The queue is
+/// filled from the loop's thread first, so that the checks see a writer that cannot race
+/// them; the thread then goes on from there.
 #[test]
 fn writer_waits_at_high_water_and_queued_bytes_count_as_external_pending() {
     block_on(async {
         let mut p = pair().await;
         let remote = p.lp.remote_stream(p.client).expect("remote handle");
-        let written = Arc::new(AtomicUsize::new(0));
-        let (w, r, wake) = (written.clone(), remote.clone(), p.lp.handle());
+        let pattern = reference();
+        let chunk = |at: usize| pattern.slice(at % 251..at % 251 + CHUNK);
+        let mut written = 0;
+        // Fill: queue what fits, let the loop move it into the transport, until the
+        // transport is paused and the queue stays full after a turn (bounded).
+        let mut full = None;
+        for _ in 0..10_000 {
+            match remote.try_write(chunk(written)) {
+                Ok(()) => written += CHUNK,
+                Err(WriteError::BufferFull { limit, .. }) if p.seen.paused.get() > 0 => {
+                    full = Some(limit);
+                    break;
+                }
+                Err(WriteError::BufferFull { .. }) => p.lp.run_once().await,
+                Err(e) => panic!("try_write: {e}"),
+            }
+        }
+        assert_eq!(full, Some(HIGH), "BufferFull at the transport's high-water mark");
+        // A turn or more later the loop has moved what fits, counted the rest as external
+        // pending and published the size.
+        let mut size = 0;
+        for _ in 0..1000 {
+            p.lp.run_once().await;
+            size = p.lp.with(|ctx| ctx.write_buffer_size(p.client)).expect("live");
+            if size == remote.write_buffer_size() {
+                break;
+            }
+        }
+        assert_eq!(size, remote.write_buffer_size(), "the loop's size is the remote's");
+        // The transport's own queue is above high (paused), and the cross-task queue holds
+        // more than high - CHUNK: only counting it as external pending makes the size
+        // exceed 2 × high - CHUNK.
+        assert!(size > 2 * HIGH - CHUNK, "the queued bytes count: {size}");
+        assert!(p.lp.with(|ctx| ctx.is_writing_paused(p.client)).expect("live"));
+        match remote.try_write(vec![0u8; CHUNK]) {
+            Err(WriteError::BufferFull { limit, .. }) => assert_eq!(limit, HIGH),
+            other => panic!("expected BufferFull, got {other:?}"),
+        }
+
+        let (r, wake) = (remote.clone(), p.lp.handle());
         let writer = std::thread::spawn(move || {
             let result = block_on(async move {
                 let reference = reference();
-                while w.load(Ordering::Acquire) < TOTAL {
-                    let off = w.load(Ordering::Acquire) % 251;
-                    r.write(reference.slice(off..off + CHUNK)).await?;
-                    w.fetch_add(CHUNK, Ordering::AcqRel);
+                let mut at = written;
+                while at < TOTAL {
+                    r.write(reference.slice(at % 251..at % 251 + CHUNK)).await?;
+                    at += CHUNK;
                 }
                 r.drain().await;
                 r.close();
@@ -136,34 +176,10 @@ fn writer_waits_at_high_water_and_queued_bytes_count_as_external_pending() {
             let _ = wake.call_soon_threadsafe(|_| {});
             result
         });
-
-        // Blocked: the transport's own queue is above high (paused), and the cross-task
-        // queue holds more than high - CHUNK: only counting it as external pending makes
-        // the size exceed 2 × high - CHUNK.
-        p.lp.run_until_timeout(
-            || p.seen.paused.get() > 0 && remote.write_buffer_size() > 2 * HIGH - CHUNK,
-            LIMIT,
-        )
-        .await
-        .expect("the writer fills the queue");
-        // The writer is blocked now; one turn later the loop has moved what fits, counted
-        // the rest as external pending and published the size.
-        let mut size = 0;
-        for _ in 0..1000 {
+        for _ in 0..10 {
             p.lp.run_once().await;
-            size = p.lp.with(|ctx| ctx.write_buffer_size(p.client)).expect("live");
-            if size == remote.write_buffer_size() {
-                break;
-            }
         }
-        assert_eq!(size, remote.write_buffer_size(), "the loop's size is the remote's");
-        assert!(size > 2 * HIGH - CHUNK, "the queued bytes count: {size}");
-        assert!(p.lp.with(|ctx| ctx.is_writing_paused(p.client)).expect("live"));
-        assert!(written.load(Ordering::Acquire) < TOTAL, "the writer waits");
-        match remote.try_write(vec![0u8; CHUNK]) {
-            Err(WriteError::BufferFull { limit, .. }) => assert_eq!(limit, HIGH),
-            other => panic!("expected BufferFull, got {other:?}"),
-        }
+        assert!(!writer.is_finished(), "the writer waits while the peer does not read");
 
         let server = p.server.get().expect("server side");
         p.lp.with(|ctx| ctx.resume_reading(server)).expect("resume the peer");
