@@ -188,11 +188,13 @@ start_tls_conformance!(start_tls_on_smol, crate::smol::Smol);
 datagram_conformance!(datagram_on_poll, crate::poll::Poll);
 datagram_conformance!(datagram_on_tokio_ct, crate::tokio::TokioCt);
 datagram_conformance!(datagram_on_tokio_mt, crate::tokio::TokioMt);
+datagram_conformance!(datagram_on_smol, crate::smol::Smol);
 #[cfg(feature = "testing")]
 datagram_conformance!(datagram_on_sim, crate::sim::Sim);
 
 subprocess_conformance!(subprocess_on_poll, crate::poll::Poll);
 subprocess_conformance!(subprocess_on_tokio_ct, crate::tokio::TokioCt);
 subprocess_conformance!(subprocess_on_tokio_mt, crate::tokio::TokioMt);
+subprocess_conformance!(subprocess_on_smol, crate::smol::Smol);
 #[cfg(feature = "testing")]
 subprocess_conformance!(subprocess_on_sim, crate::sim::Sim);

@@ -4,16 +4,22 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use aioport::{ConnectionError, Ctx, Endpoint, LoopError, Protocol, StreamHandle};
-use aioport_smol::{Error, ErrorReport, Loop, Server, ServerId, ServerOptions};
+use aioport::{
+    ConnectionError, Ctx, DatagramAddr, DatagramProtocol, Endpoint, LoopError, Protocol,
+    StreamHandle, SubprocessHandle, SubprocessProtocol,
+};
+use aioport_smol::{
+    DatagramOptions, Error, ErrorReport, Loop, Server, ServerId, ServerOptions, Stdio,
+    SubprocessOptions,
+};
 use async_io::block_on;
 
-use crate::driver::{Driver, Factory, Listening};
+use crate::driver::{Bind, Bound, ChildStdio, Driver, Factory, Family, Listening, Program};
 
 /// No scenario takes more than this; a stuck one fails instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -24,7 +30,8 @@ pub struct Smol {
     /// Every listener's server, closed or not.
     ids: HashMap<usize, ServerId>,
     reports: Rc<RefCell<Vec<ErrorReport>>>,
-    /// Unix socket paths this loop listens on, removed on drop.
+    /// Unix socket paths this loop listens on or binds datagram sockets to, removed on
+    /// drop.
     paths: Vec<PathBuf>,
 }
 
@@ -139,6 +146,101 @@ impl Driver for Smol {
 
     fn transports(&self) -> usize {
         self.lp.len()
+    }
+
+    fn datagram_endpoint(
+        &mut self,
+        protocol: Box<dyn DatagramProtocol>,
+        bind: Bind,
+        remote: Option<DatagramAddr>,
+        recv_buffer: Option<usize>,
+    ) -> Result<Bound, String> {
+        let local = match bind {
+            Bind::Loopback(Family::V4) => DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Bind::Loopback(Family::V6) => {
+                if UdpSocket::bind("[::1]:0").is_err() {
+                    return Err("smol: ::1 is not available on this host".into());
+                }
+                DatagramAddr::Inet("[::1]:0".parse().expect("an IPv6 address"))
+            }
+            Bind::Loopback(Family::Unix) => DatagramAddr::Unix(Some(self.unix_path())),
+            Bind::Autobind => DatagramAddr::Unix(None),
+            Bind::At(addr) => addr,
+        };
+        let mut options = DatagramOptions::default();
+        if let Some(bytes) = recv_buffer {
+            options = options.recv_buffer_size(bytes);
+        }
+        let ep = self
+            .lp
+            .create_datagram_endpoint(protocol, Some(local.clone()), remote, options)
+            .unwrap_or_else(|e| panic!("smol: datagram endpoint at {local:?}: {e}"));
+        if let Some(bytes) = recv_buffer
+            && ep.recv_buffer_size() < bytes
+        {
+            // Without CAP_NET_ADMIN the kernel caps SO_RCVBUF at net.core.rmem_max.
+            return Err(format!(
+                "smol: SO_RCVBUF is {} bytes, below the {bytes} asked; raise net.core.rmem_max",
+                ep.recv_buffer_size()
+            ));
+        }
+        Ok(Bound { handle: ep.handle(), addr: ep.local_addr().clone() })
+    }
+
+    fn spawn(
+        &mut self,
+        protocol: Box<dyn SubprocessProtocol>,
+        program: Program,
+        stdio: ChildStdio,
+    ) -> Result<SubprocessHandle, String> {
+        let mut options = SubprocessOptions::default();
+        if stdio == ChildStdio::StderrToStdout {
+            options = options.stderr(Stdio::Stdout);
+        }
+        // As on the poll loop: `exec` where the child is to be signalled, so the signal
+        // reaches `sleep` itself; the loop kills and reaps a child still running when it
+        // is dropped (a failed scenario), so `sleep 30` never outlives the test.
+        let cmd = match program {
+            Program::Cat => {
+                let r = self.lp.subprocess_exec(protocol, "cat", [] as [&str; 0], options);
+                return Ok(r.unwrap_or_else(|e| panic!("smol: spawn cat: {e}")));
+            }
+            Program::Exit(code) => format!("exit {code}"),
+            Program::Sleep => "exec sleep 30".to_owned(),
+            Program::CloseStdoutThenSleep => "exec >&-; exec sleep 30".to_owned(),
+            // A background job's stdin is /dev/null, hence the copy on fd 3: the
+            // grandchild's `read` ends when the loop closes the child's stdin.
+            Program::GrandchildHoldsStdout(code) => {
+                format!("exec 3<&0; (read x <&3; echo bye) & exit {code}")
+            }
+            Program::OutThenErr => "echo out; echo err >&2".to_owned(),
+        };
+        let r = self.lp.subprocess_shell(protocol, &cmd, options);
+        Ok(r.unwrap_or_else(|e| panic!("smol: spawn sh -c {cmd:?}: {e}")))
+    }
+
+    fn unused_datagram_addr(&mut self, family: Family) -> DatagramAddr {
+        match family {
+            Family::Unix => DatagramAddr::Unix(Some(self.unix_path())),
+            Family::V4 | Family::V6 => {
+                let at = if family == Family::V4 { "127.0.0.1:0" } else { "[::1]:0" };
+                // Bound then closed: nothing is bound there (as on the poll loop).
+                let s = UdpSocket::bind(at).expect("bind a loopback UDP port");
+                DatagramAddr::Inet(s.local_addr().expect("local address"))
+            }
+        }
+    }
+}
+
+impl Smol {
+    /// A fresh socket path in the temporary directory, removed when the driver is dropped.
+    fn unix_path(&mut self) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-smol-dgram-{}-{n}.sock", std::process::id()));
+        self.paths.push(path.clone());
+        path
     }
 }
 

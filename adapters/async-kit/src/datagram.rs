@@ -1,13 +1,14 @@
-//! Datagram endpoints for the async drivers (asyncio's `create_datagram_endpoint`), the
-//! runtime-independent part: opening the socket with the poll loop's rules, and one
-//! `sendto` / `recvfrom` on it. The driver registers the socket with its runtime and
-//! calls [`send_to`] / [`recv_from`] when the runtime says it is ready.
+//! What a driver's `create_datagram_endpoint` needs besides its runtime's readiness: the
+//! options ([`DatagramOptions`]), the endpoint it returns ([`DatagramEndpoint`]), opening
+//! the socket ([`open`]) and one `sendto` / `recvfrom` on it ([`send_to`], [`recv_from`]),
+//! with the poll loop's semantics (UDP over IPv4 and IPv6, Unix datagram sockets):
 //!
-//! Receives use `MSG_TRUNC`, so a datagram larger than the buffer is reported as
-//! truncated (the core then calls `error_received` with
-//! [`InvalidData`](std::io::ErrorKind::InvalidData) and never delivers it cut). Errors
-//! (an ICMP port-unreachable surfacing as `ECONNREFUSED` on a connected socket) go to
-//! `error_received`, as in asyncio.
+//! * Receives use `MSG_TRUNC`, so a datagram larger than the buffer (the core's 256 KiB,
+//!   which any UDP datagram fits) is reported as truncated — the core then calls
+//!   `error_received` with `InvalidData`, never delivers it cut.
+//! * Send and receive errors (an ICMP port-unreachable surfacing as `ECONNREFUSED` on a
+//!   connected socket) go back to the core, which hands them to `error_received`; the
+//!   endpoint stays usable, as in asyncio.
 
 use std::ffi::OsStr;
 use std::io;
@@ -82,8 +83,13 @@ pub struct DatagramEndpoint {
 }
 
 impl DatagramEndpoint {
-    /// An endpoint's description, for drivers.
-    pub fn new(handle: DatagramHandle, local_addr: DatagramAddr, recv_buffer_size: usize) -> Self {
+    /// The endpoint of transport `handle`, bound to `local_addr`, with the receive buffer
+    /// the kernel reported (for drivers).
+    pub fn new(
+        handle: DatagramHandle,
+        local_addr: DatagramAddr,
+        recv_buffer_size: usize,
+    ) -> DatagramEndpoint {
         DatagramEndpoint { handle, local_addr, recv_buffer_size }
     }
 
@@ -106,123 +112,18 @@ impl DatagramEndpoint {
     }
 }
 
-/// A socket [`open`] made.
+/// A datagram socket [`open`] made: non-blocking and close-on-exec, for the driver to
+/// register with its runtime.
 #[derive(Debug)]
 pub struct Opened {
-    /// The socket (non-blocking, close-on-exec).
+    /// The socket.
     pub fd: OwnedFd,
-    /// A Unix datagram socket (otherwise UDP).
+    /// A Unix datagram socket (else UDP).
     pub unix: bool,
-    /// The bound address (`Unix(None)` for an unbound Unix socket).
-    pub local_addr: DatagramAddr,
+    /// The address it is bound to (`Unix(None)`: unbound, or unnamed).
+    pub local: DatagramAddr,
     /// `SO_RCVBUF` as the kernel reports it.
     pub recv_buffer_size: usize,
-}
-
-/// One `send` (connected, `addr` is `None`) or `sendto`, whole; `unix` says which family
-/// the socket is, so an address of the other family is refused.
-///
-/// # Errors
-///
-/// The socket's (`WouldBlock` included); `InvalidInput` for an address of the wrong
-/// family or an unnamed Unix address.
-pub fn send_to(
-    fd: impl AsFd,
-    unix: bool,
-    data: &[u8],
-    addr: Option<&DatagramAddr>,
-) -> io::Result<usize> {
-    let target = match (addr, unix) {
-        (None, _) => None,
-        (Some(DatagramAddr::Inet(a)), false) => Some(SocketAddrAny::from(*a)),
-        (Some(DatagramAddr::Unix(Some(p))), true) => Some(SocketAddrAny::from(unix_addr(p)?)),
-        (Some(DatagramAddr::Unix(None)), _) => {
-            return Err(invalid("cannot send to an unnamed (unbound) Unix socket"));
-        }
-        (Some(a), _) => {
-            return Err(invalid(&format!("{a:?} is not an address of this socket's family")));
-        }
-    };
-    loop {
-        let r = match &target {
-            None => rustix::net::send(&fd, data, SendFlags::empty()),
-            Some(a) => rustix::net::sendto(&fd, data, SendFlags::empty(), a),
-        };
-        match r {
-            Err(rustix::io::Errno::INTR) => {}
-            r => return r.map_err(io::Error::from),
-        }
-    }
-}
-
-/// One `recvfrom` with `MSG_TRUNC`, so a datagram larger than `buf` is reported as
-/// truncated.
-///
-/// # Errors
-///
-/// The socket's (`WouldBlock` included; a pending ICMP error).
-pub fn recv_from(fd: impl AsFd, unix: bool, buf: &mut [u8]) -> io::Result<RecvMeta> {
-    loop {
-        match rustix::net::recvfrom(&fd, &mut *buf, RecvFlags::TRUNC) {
-            Ok((len, full, from)) => {
-                // Linux reports no address for an unnamed Unix sender.
-                let addr = match from.and_then(datagram_addr) {
-                    None if unix => Some(DatagramAddr::Unix(None)),
-                    addr => addr,
-                };
-                return Ok(RecvMeta { len, addr, truncated: full > len });
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Takes the socket's pending error (`SO_ERROR`), if any.
-pub fn take_error(fd: impl AsFd) -> Option<io::Error> {
-    match sockopt::socket_error(fd) {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) | Err(e) => Some(io::Error::from(e)),
-    }
-}
-
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg.to_owned())
-}
-
-/// A Unix socket address from a path; a path starting with a NUL byte names an abstract
-/// socket (Linux's convention, and Python's).
-fn unix_addr(p: &Path) -> io::Result<SocketAddrUnix> {
-    let bytes = p.as_os_str().as_bytes();
-    Ok(match bytes.split_first() {
-        Some((0, name)) => SocketAddrUnix::new_abstract_name(name)?,
-        _ => SocketAddrUnix::new(p)?,
-    })
-}
-
-/// A sender address as a [`DatagramAddr`]: an abstract Unix name becomes a path starting
-/// with a NUL byte, an unnamed sender `Unix(None)`.
-fn datagram_addr(a: SocketAddrAny) -> Option<DatagramAddr> {
-    match a.address_family() {
-        AddressFamily::INET | AddressFamily::INET6 => {
-            std::net::SocketAddr::try_from(a).ok().map(DatagramAddr::Inet)
-        }
-        AddressFamily::UNIX => {
-            let u = SocketAddrUnix::try_from(a).ok()?;
-            let path = if let Some(p) = u.path_bytes() {
-                Some(PathBuf::from(OsStr::from_bytes(p)))
-            } else {
-                u.abstract_name().filter(|name| !name.is_empty()).map(|name| {
-                    let mut bytes = Vec::with_capacity(name.len() + 1);
-                    bytes.push(0);
-                    bytes.extend_from_slice(name);
-                    PathBuf::from(std::ffi::OsString::from_vec(bytes))
-                })
-            };
-            Some(DatagramAddr::Unix(path))
-        }
-        _ => None,
-    }
 }
 
 /// Which socket the addresses ask for.
@@ -242,9 +143,26 @@ fn family(a: &DatagramAddr) -> Option<Family> {
     }
 }
 
-/// Opens, configures, binds and connects a non-blocking, close-on-exec datagram socket
-/// for `local` / `remote` (the rules of the poll loop's `create_datagram_endpoint`);
-/// returns it for the driver to register with its runtime.
+/// Opens, configures, binds and connects a datagram socket as asyncio's
+/// `create_datagram_endpoint` does.
+///
+/// * `local`: where to bind — port 0 picks a free port; `Unix(Some(path))` binds a path
+///   (a stale socket file there is removed first, as asyncio does; a path starting with a
+///   NUL byte is an abstract name); `Unix(None)` autobinds to a kernel-chosen abstract
+///   name. `None`: a UDP socket binds on its first send, a Unix socket stays unbound.
+/// * `remote`: connects the socket (only this peer's datagrams arrive, ICMP errors are
+///   reported).
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use aioport::DatagramAddr;
+/// use aioport_async_kit::datagram::{DatagramOptions, open};
+/// let local = DatagramAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 0)));
+/// let s = open(Some(&local), None, DatagramOptions::default())?;
+/// assert!(!s.unix);
+/// assert!(matches!(s.local, DatagramAddr::Inet(a) if a.port() != 0));
+/// # Ok::<(), aioport_async_kit::Error>(())
+/// ```
 ///
 /// # Errors
 ///
@@ -301,12 +219,12 @@ pub fn open(
         }
         .map_err(|e| failed(e.into()))?;
     }
-    let local_addr = rustix::net::getsockname(&fd)
+    let local = rustix::net::getsockname(&fd)
         .ok()
         .and_then(datagram_addr)
         .unwrap_or(DatagramAddr::Unix(None));
-    let rcvbuf = sockopt::socket_recv_buffer_size(&fd).map_err(|e| failed(e.into()))?;
-    Ok(Opened { fd, unix: fam == Family::Unix, local_addr, recv_buffer_size: rcvbuf })
+    let recv_buffer_size = sockopt::socket_recv_buffer_size(&fd).map_err(|e| failed(e.into()))?;
+    Ok(Opened { fd, unix: fam == Family::Unix, local, recv_buffer_size })
 }
 
 fn configure(fd: &OwnedFd, options: DatagramOptions) -> io::Result<()> {
@@ -328,10 +246,7 @@ fn configure(fd: &OwnedFd, options: DatagramOptions) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds to `local`. A Unix path whose file is a stale socket is removed first, as
-/// asyncio does; `Unix(None)` autobinds (the kernel picks an abstract name, so replies can
-/// reach the socket). No local address leaves a Unix socket unbound (it can send, but
-/// nobody can answer) and lets a UDP socket bind on its first send or connect.
+/// Binds to `local` (see [`open`]).
 fn bind(fd: &OwnedFd, local: Option<&DatagramAddr>) -> io::Result<()> {
     match local {
         None => Ok(()),
@@ -348,5 +263,113 @@ fn bind(fd: &OwnedFd, local: Option<&DatagramAddr>) -> io::Result<()> {
             Ok(rustix::net::bind(fd, &unix_addr(p)?)?)
         }
         Some(_) => Err(invalid("an address kind this loop lacks")),
+    }
+}
+
+/// One `send` (`addr` is `None`: the connected peer) or `sendto`, whole, on the socket
+/// `fd` (`unix`: a Unix datagram socket). `EINTR` is retried; `WouldBlock` and every
+/// other error are returned for the core.
+///
+/// # Errors
+///
+/// The socket's error; `InvalidInput` for an address of the other family or an unnamed
+/// Unix socket.
+pub fn send_to(
+    fd: impl AsFd,
+    unix: bool,
+    data: &[u8],
+    addr: Option<&DatagramAddr>,
+) -> io::Result<usize> {
+    let target = match (addr, unix) {
+        (None, _) => None,
+        (Some(DatagramAddr::Inet(a)), false) => Some(SocketAddrAny::from(*a)),
+        (Some(DatagramAddr::Unix(Some(p))), true) => Some(SocketAddrAny::from(unix_addr(p)?)),
+        (Some(DatagramAddr::Unix(None)), _) => {
+            return Err(invalid("cannot send to an unnamed (unbound) Unix socket"));
+        }
+        (Some(a), _) => {
+            return Err(invalid(&format!("{a:?} is not an address of this socket's family")));
+        }
+    };
+    loop {
+        let r = match &target {
+            None => rustix::net::send(&fd, data, SendFlags::empty()),
+            Some(a) => rustix::net::sendto(&fd, data, SendFlags::empty(), a),
+        };
+        match r {
+            Err(rustix::io::Errno::INTR) => {}
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// One `recvfrom` with `MSG_TRUNC` on the socket `fd` (`unix`: a Unix datagram socket),
+/// so a datagram larger than `buf` is reported as truncated. `EINTR` is retried.
+///
+/// # Errors
+///
+/// The socket's error (`WouldBlock` when none waits; a pending ICMP error).
+pub fn recv_from(fd: impl AsFd, unix: bool, buf: &mut [u8]) -> io::Result<RecvMeta> {
+    loop {
+        match rustix::net::recvfrom(&fd, &mut *buf, RecvFlags::TRUNC) {
+            Ok((len, full, from)) => {
+                // Linux reports no address for an unnamed Unix sender.
+                let addr = match (from.and_then(datagram_addr), unix) {
+                    (None, true) => Some(DatagramAddr::Unix(None)),
+                    (addr, _) => addr,
+                };
+                return Ok(RecvMeta { len, addr, truncated: full > len });
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The socket's pending error (`SO_ERROR`), taken: what an `EPOLLERR` announced.
+///
+/// # Errors
+///
+/// `getsockopt` failed.
+pub fn take_error(fd: impl AsFd) -> io::Result<Option<io::Error>> {
+    Ok(sockopt::socket_error(fd)?.err().map(io::Error::from))
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_owned())
+}
+
+/// A Unix socket address from a path; a path starting with a NUL byte names an abstract
+/// socket (Linux's convention, and Python's).
+fn unix_addr(p: &Path) -> io::Result<SocketAddrUnix> {
+    let bytes = p.as_os_str().as_bytes();
+    Ok(match bytes.split_first() {
+        Some((0, name)) => SocketAddrUnix::new_abstract_name(name)?,
+        _ => SocketAddrUnix::new(p)?,
+    })
+}
+
+/// A sender address as a [`DatagramAddr`]: an abstract Unix name becomes a path starting
+/// with a NUL byte, an unnamed sender `Unix(None)`.
+fn datagram_addr(a: SocketAddrAny) -> Option<DatagramAddr> {
+    match a.address_family() {
+        AddressFamily::INET | AddressFamily::INET6 => {
+            std::net::SocketAddr::try_from(a).ok().map(DatagramAddr::Inet)
+        }
+        AddressFamily::UNIX => {
+            let u = SocketAddrUnix::try_from(a).ok()?;
+            let path = if let Some(p) = u.path_bytes() {
+                Some(PathBuf::from(OsStr::from_bytes(p)))
+            } else {
+                u.abstract_name().filter(|name| !name.is_empty()).map(|name| {
+                    let mut bytes = Vec::with_capacity(name.len() + 1);
+                    bytes.push(0);
+                    bytes.extend_from_slice(name);
+                    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+                })
+            };
+            Some(DatagramAddr::Unix(path))
+        }
+        _ => None,
     }
 }

@@ -35,6 +35,51 @@ pub enum Error {
         /// Why (the path exists, permission denied, …).
         error: io::Error,
     },
+    /// A pipe transport (`connect_read_pipe` / `connect_write_pipe`) was asked for a
+    /// descriptor the loop cannot wait on: a regular file, directory or block device is
+    /// always "ready" (asyncio raises `ValueError`). Read the file with blocking I/O, or
+    /// on a helper thread.
+    #[error("pipe transports are only for pipes, sockets and character devices, not {kind}")]
+    NotAPipe {
+        /// What the descriptor is ("a regular file", "a directory", …).
+        kind: &'static str,
+    },
+    /// The loop's `create_datagram_endpoint` could not create, configure, bind or connect
+    /// its socket; no transport was left open.
+    #[error("cannot open a datagram endpoint (local {local:?}, remote {remote:?}): {error}")]
+    Datagram {
+        /// The local address asked for.
+        local: Option<DatagramAddr>,
+        /// The remote address asked for.
+        remote: Option<DatagramAddr>,
+        /// Why (address in use, no such file, IPv6 unavailable, …).
+        error: io::Error,
+    },
+    /// The addresses given to the loop's `create_datagram_endpoint` do not make an
+    /// endpoint.
+    #[error("no datagram endpoint for local {local:?} and remote {remote:?}: {why}")]
+    DatagramAddress {
+        /// The local address given.
+        local: Option<DatagramAddr>,
+        /// The remote address given.
+        remote: Option<DatagramAddr>,
+        /// What to change.
+        why: &'static str,
+    },
+    /// The loop's `subprocess_exec` / `subprocess_shell` could not start the program; the
+    /// protocol was dropped without a callback.
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        /// The program.
+        program: std::ffi::OsString,
+        /// Why (not found, permission denied, out of descriptors, no pidfd support).
+        error: io::Error,
+    },
+    /// The loop's `wait_subprocess` was given a handle whose transport is gone (its
+    /// `connection_lost` was delivered: read the return code in `process_exited`) or that
+    /// names no subprocess.
+    #[error("no such subprocess: {0}")]
+    NoSuchProcess(aioport::HandleError),
     /// The address given to `create_server` resolved to nothing.
     #[error("no address to listen on")]
     NoAddress,
@@ -45,49 +90,6 @@ pub enum Error {
     /// Resolving the address to listen on failed.
     #[error("cannot resolve the address: {0}")]
     Io(#[from] io::Error),
-    /// `connect_read_pipe` / `connect_write_pipe` was given a descriptor a loop cannot
-    /// wait on (as the poll loop's `Error::NotAPipe`): read a regular file with blocking
-    /// I/O, or on a helper thread.
-    #[error("pipe transports are only for pipes, sockets and character devices, not {kind}")]
-    NotAPipe {
-        /// What the descriptor is ("a regular file", "a directory", …).
-        kind: &'static str,
-    },
-    /// `subprocess_exec` / `subprocess_shell` could not start the program; the protocol
-    /// was dropped without a callback.
-    #[error("cannot start {program:?}: {error}")]
-    Spawn {
-        /// The program.
-        program: std::ffi::OsString,
-        /// Why (not found, permission denied, out of descriptors, no pidfd support).
-        error: io::Error,
-    },
-    /// `wait_subprocess` was given a handle whose transport is gone (its
-    /// `connection_lost` was delivered: read the return code in `process_exited`) or that
-    /// names no subprocess.
-    #[error("no such subprocess: {0}")]
-    NoSuchProcess(aioport::HandleError),
-    /// `create_datagram_endpoint` could not create, configure, bind or connect its
-    /// socket; no transport was left open.
-    #[error("cannot open a datagram endpoint (local {local:?}, remote {remote:?}): {error}")]
-    Datagram {
-        /// The local address asked for.
-        local: Option<DatagramAddr>,
-        /// The remote address asked for.
-        remote: Option<DatagramAddr>,
-        /// Why (address in use, no such file, IPv6 unavailable, …).
-        error: io::Error,
-    },
-    /// The addresses given to `create_datagram_endpoint` do not make an endpoint.
-    #[error("no datagram endpoint for local {local:?} and remote {remote:?}: {why}")]
-    DatagramAddress {
-        /// The local address given.
-        local: Option<DatagramAddr>,
-        /// The remote address given.
-        remote: Option<DatagramAddr>,
-        /// What to change.
-        why: &'static str,
-    },
     /// `start_tls` was refused (feature `tls`): the handle names no live stream transport
     /// whose protocol can be replaced (see [`Ctx::start_tls`](aioport::Ctx::start_tls)).
     #[cfg(feature = "tls")]

@@ -43,6 +43,10 @@ use aioport_async_kit::wake::{Key, KeyWaker};
 /// moves on to other connections; the rest waits in the local ready list.
 const READ_BUDGET: u32 = 8;
 
+/// Datagrams received per endpoint per turn: one datagram per read, so this is larger
+/// than the stream budget (as on the poll loop).
+const DATAGRAM_READ_BUDGET: u32 = 64;
+
 /// Connections accepted (attempts, counting failures) per listener per turn.
 const ACCEPT_BATCH: u32 = 128;
 
@@ -61,17 +65,27 @@ pub(crate) struct Connecting {
 impl Loop {
     /// One turn; false when there was nothing to do.
     pub(crate) fn turn(&mut self) -> bool {
+        let mut remotes = false;
         if self.shared.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
             let mut inner = self.shared.lock();
             std::mem::swap(&mut inner.ready, &mut self.woken);
             std::mem::swap(&mut inner.commands, &mut self.commands);
+            drop(inner);
+            remotes = self.remotes.take_queued();
         }
         let now = Instant::now();
-        let mut worked = !self.woken.is_empty() || !self.commands.is_empty();
+        let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || remotes;
         // Served after this turn's wake-ups; keys queued while serving wait for the next
         // turn (fairness).
         let waiting = self.ready.len();
         worked |= waiting > 0;
+
+        if remotes {
+            let connecting = &self.connecting;
+            let is_connecting = |h| connecting.contains_key(&h);
+            self.remotes.pump_queued(&mut self.registry, &mut self.io, now, is_connecting);
+            self.after_registry(now);
+        }
 
         let mut commands = std::mem::take(&mut self.commands);
         for cmd in commands.drain(..) {
@@ -128,6 +142,9 @@ impl Loop {
         } else {
             c.queued = false;
         }
+        if c.sock.is_process() {
+            return self.serve_process(h, now);
+        }
         let Ok(mut interest) = self.registry.interest(h) else { return };
         if interest.write {
             let r = self.registry.on_writable(h, now, &mut self.io);
@@ -135,17 +152,34 @@ impl Loop {
             let Ok(i) = self.registry.interest(h) else { return self.after_registry(now) };
             interest = i;
         }
-        if interest.read {
-            self.read(h, now);
+        match self.io.get(h).map(|c| (c.sock.is_write_pipe(), c.sock.is_datagram())) {
+            _ if !interest.read => {}
+            Some((true, _)) => self.write_pipe_hangup(h, now),
+            Some((_, true)) => self.read(h, now, DATAGRAM_READ_BUDGET),
+            _ => self.read(h, now, READ_BUDGET),
+        }
+        if let Some(c) = self.io.get_mut(h)
+            && c.sock.is_datagram()
+        {
+            if interest.read {
+                c.quiet = false;
+            } else {
+                self.datagram_error(h, now);
+            }
+        }
+        if !self.remotes.is_empty() {
+            // Room in the transport's queue moves writes in from the cross-task queue.
+            self.remotes.pump(h, &mut self.registry, &mut self.io, now);
         }
         self.arm(h);
         self.after_registry(now);
     }
 
-    /// Reads while the last read filled the buffer and the transport wants to, at most
-    /// `READ_BUDGET` times; a connection with more to read then waits in the ready list.
-    fn read(&mut self, h: Handle, now: Instant) {
-        for _ in 0..READ_BUDGET {
+    /// Reads while the last read filled the buffer (a datagram endpoint: got a datagram)
+    /// and the transport wants to, at most `budget` times; a connection with more to read
+    /// then waits in the ready list.
+    fn read(&mut self, h: Handle, now: Instant, budget: u32) {
+        for _ in 0..budget {
             let before = self.io.recv_calls;
             let r = self.registry.on_readable(h, now, &mut self.io);
             let failed = r.is_err();
@@ -160,6 +194,42 @@ impl Loop {
         self.queue(h);
     }
 
+    /// The write end of a pipe: readability there means the read end closed, which the
+    /// core acts on at once, so `on_readable` is called only when async-io saw it (its
+    /// answer `Ready` is for an event since the waker was stored; `Pending` arms it).
+    fn write_pipe_hangup(&mut self, h: Handle, now: Instant) {
+        let Some(c) = self.io.get_mut(h) else { return };
+        let mut cx = Context::from_waker(&c.waker);
+        if c.sock.poll_readable(&mut cx).is_ready() {
+            let r = self.registry.on_readable(h, now, &mut self.io);
+            self.report_driver(h, r);
+        }
+    }
+
+    /// A datagram endpoint that is not reading still hears of ICMP errors, as on the poll
+    /// loop: its read readiness stays watched, and an event is checked for a pending
+    /// error (`SO_ERROR`), which goes to `error_received`. An event with no error means
+    /// datagrams wait: the readiness is then left alone until the endpoint reads again
+    /// (level-triggered, it would report them on every turn); an error arriving after
+    /// that is reported by the next receive.
+    fn datagram_error(&mut self, h: Handle, now: Instant) {
+        let Some(c) = self.io.get_mut(h) else { return };
+        if c.quiet {
+            return;
+        }
+        let mut cx = Context::from_waker(&c.waker);
+        if c.sock.poll_readable(&mut cx).is_pending() {
+            return;
+        }
+        match aioport_async_kit::datagram::take_error(c.sock.fd()) {
+            Ok(None) => c.quiet = true,
+            Ok(Some(e)) | Err(e) => {
+                let r = self.registry.handle_error(h, e.into(), now, &mut self.io);
+                self.report_driver(h, r);
+            }
+        }
+    }
+
     /// Arms the connection's waker with async-io in each direction `h` wants, after its
     /// I/O found nothing more to do. No syscall while the waker is already armed.
     fn arm(&mut self, h: Handle) {
@@ -169,7 +239,9 @@ impl Loop {
             return;
         }
         let mut cx = Context::from_waker(&c.waker);
-        let failed = (interest.read && arm(|cx| c.sock.poll_readable(cx), &mut cx).is_err())
+        // A datagram endpoint not reading is watched for ICMP errors (`datagram_error`).
+        let read = interest.read || (c.sock.is_datagram() && !c.quiet);
+        let failed = (read && arm(|cx| c.sock.poll_readable(cx), &mut cx).is_err())
             || (interest.write && arm(|cx| c.sock.poll_writable(cx), &mut cx).is_err());
         if failed {
             // The reactor refused the socket (`epoll_ctl` failed): its next I/O call
@@ -179,7 +251,7 @@ impl Loop {
     }
 
     /// Puts `h` in the local ready list (once).
-    fn queue(&mut self, h: Handle) {
+    pub(crate) fn queue(&mut self, h: Handle) {
         if let Some(c) = self.io.get_mut(h)
             && !c.queued
         {
@@ -221,6 +293,12 @@ impl Loop {
             if !more {
                 break;
             }
+        }
+        if !self.io.closed.is_empty() {
+            for h in self.io.closed.drain(..) {
+                self.remotes.closed(h);
+            }
+            self.remotes.after_registry(&self.registry);
         }
     }
 
@@ -374,6 +452,10 @@ impl Loop {
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);
+                if !self.remotes.is_empty() {
+                    // Writes other tasks queued while connecting.
+                    self.remotes.pump(h.handle(), &mut self.registry, &mut self.io, now);
+                }
                 self.queue(h.handle());
                 self.after_registry(now);
             }
@@ -383,6 +465,7 @@ impl Loop {
 
     fn connect_failed(&mut self, h: StreamHandle, err: ConnectionError, now: Instant) {
         self.connecting.remove(&h.handle());
+        self.io.closed.push(h.handle());
         self.outcome(h, Err(err.clone()));
         let r = self.registry.handle_connect_failed(h, err, now, &mut self.io);
         self.report_driver(h.handle(), r);

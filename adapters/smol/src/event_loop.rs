@@ -22,7 +22,7 @@ use crate::server::{ListenSock, Listener, ServerEntry};
 use crate::sockets::Sockets;
 use crate::{Error, ErrorReport, Server, ServerId, ServerOptions};
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
-use aioport_async_kit::{Command, LoopHandle};
+use aioport_async_kit::{Command, LoopHandle, RemoteStream, RemoteStreams};
 
 /// Turns one poll of the loop future may take before it yields to the runtime (other
 /// tasks on the same thread get their turn; the loop is woken again at once).
@@ -61,6 +61,10 @@ pub struct Loop {
     pub(crate) dropped_seen: u64,
     /// The timer for the next deadline, and the deadline it is set to (none once fired).
     pub(crate) timer: Option<(Timer, Option<Instant>)>,
+    /// The transports other tasks hold a [`RemoteStream`] for.
+    pub(crate) remotes: RemoteStreams,
+    /// The child `wait_subprocess` waits for, and its return code once reaped.
+    pub(crate) waited: Option<(Handle, Option<i32>)>,
 }
 
 impl Loop {
@@ -84,6 +88,8 @@ impl Loop {
             awaited: None,
             dropped_seen: 0,
             timer: None,
+            remotes: RemoteStreams::default(),
+            waited: None,
         }
     }
 
@@ -237,12 +243,16 @@ impl Loop {
                 }
             }
         }
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: indices }));
+        let entry = ServerEntry { factory: Box::new(factory), listeners: indices, _file: None };
+        self.servers.push(Some(entry));
         Ok(Server { id, addrs: bound })
     }
 
     /// Listens on the Unix stream socket `path` (asyncio's `create_unix_server`); the
-    /// path must not exist. The returned [`Server`] has no socket addresses.
+    /// path must not exist. The returned [`Server`] has no socket addresses. Closing the
+    /// server (or dropping the loop) removes the socket file, unless another file was put
+    /// at `path` meanwhile (asyncio 3.13's `cleanup_socket`; device and inode are
+    /// compared, as on the poll loop).
     ///
     /// # Errors
     ///
@@ -257,8 +267,10 @@ impl Loop {
             .and_then(Async::new)
             .map_err(|error| Error::BindUnix { path: path.to_owned(), error })?;
         let id = ServerId::from_raw(self.servers.len() as u32);
+        let file = aioport_async_kit::unix::BoundFile::of(path);
         let index = self.add_listener(id, ListenSock::Unix(l), false);
-        self.servers.push(Some(ServerEntry { factory: Box::new(factory), listeners: vec![index] }));
+        let entry = ServerEntry { factory: Box::new(factory), listeners: vec![index], _file: file };
+        self.servers.push(Some(entry));
         Ok(Server { id, addrs: Vec::new() })
     }
 
@@ -287,8 +299,8 @@ impl Loop {
         }
     }
 
-    /// Closes a server: its listening sockets are closed, accepted connections go on.
-    /// False if it was already closed. Also [`Server::close`] and
+    /// Closes a server: its listening sockets are closed (a Unix server's socket file is
+    /// removed), accepted connections go on. False if it was already closed. Also [`Server::close`] and
     /// [`LoopHandle::close_server`].
     pub fn close_server(&mut self, id: ServerId) -> bool {
         let Some(entry) = self.servers.get_mut(id.get() as usize).and_then(Option::take) else {
@@ -298,6 +310,55 @@ impl Loop {
             self.drop_listener(index);
         }
         true
+    }
+
+    /// A `Send` handle to the stream transport `h` for other tasks and threads (see
+    /// [`RemoteStream`]): writes through a queue bounded in bytes at the transport's
+    /// high-water mark (`write().await` waits, `try_write` returns `BufferFull`), counted
+    /// in its `write_buffer_size()` as external pending bytes; `drain().await`,
+    /// `wait_closed().await`, close, abort, pause and resume reading. Every call for the
+    /// same transport shares one queue.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aioport::{Endpoint, Protocol};
+    /// use aioport_smol::{Loop, ServerOptions};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// async_io::block_on(async {
+    ///     let mut lp = Loop::new();
+    ///     let opts = ServerOptions::default();
+    ///     let server = lp.create_server("127.0.0.1:0", || Box::new(Quiet), opts).await?;
+    ///     let h = lp.create_connection(Endpoint::Addr(server.addr()), Box::new(Quiet)).await?;
+    ///     let remote = lp.remote_stream(h)?;
+    ///     // Another thread writes and closes; the loop runs here until the connection ended
+    ///     // and the thread is done (it then wakes the loop with a no-op closure).
+    ///     let wake = lp.handle();
+    ///     let writer = std::thread::spawn(move || {
+    ///         let written = async_io::block_on(async {
+    ///             remote.write(&b"hello"[..]).await?;
+    ///             remote.drain().await;
+    ///             remote.close();
+    ///             remote.wait_closed().await;
+    ///             Ok::<(), aioport::WriteError>(())
+    ///         });
+    ///         let _ = wake.call_soon_threadsafe(|_| {});
+    ///         written
+    ///     });
+    ///     lp.run_until_timeout(|| writer.is_finished(), Duration::from_secs(10)).await?;
+    ///     writer.join().expect("writer thread")?;
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Stale`] when `h` names no transport of this loop.
+    pub fn remote_stream(&mut self, h: StreamHandle) -> Result<RemoteStream, HandleError> {
+        self.remotes.open(&self.registry, &self.shared, h)
     }
 
     /// Resets a connection: `SO_LINGER` 0, then [`abort`](Ctx::abort), so the peer sees
@@ -408,7 +469,11 @@ impl Loop {
             if worked || !self.ready.is_empty() {
                 continue;
             }
-            // Idle: a socket's waker or the next deadline wakes this task.
+            // Idle: done now? (`run_once` is, after its one turn: it must not wait.)
+            if done(self) {
+                return Poll::Ready(());
+            }
+            // A socket's waker or the next deadline wakes this task.
             match self.next_deadline() {
                 Some(t) if self.poll_sleep(cx, t).is_ready() => {}
                 _ => return Poll::Pending,

@@ -92,27 +92,51 @@
 //! * **Threads.** Protocols need not be `Send`: a loop stays on the thread that made it
 //!   (`smol::block_on`, or a `LocalExecutor` run on that thread). Scaling past one core
 //!   is one loop per thread, each with a server on the same port
-//!   ([`ServerOptions::reuse_port`]).
+//!   ([`ServerOptions::reuse_port`]); [`spawn_loop`] starts a loop on a thread of its
+//!   own.
 //! * Other tasks and threads use a [`LoopHandle`] (`call_soon_threadsafe`,
-//!   `close_server`, `stop`, through a bounded queue).
+//!   `close_server`, `stop`, through a bounded queue) and, per transport, a
+//!   [`RemoteStream`] ([`Loop::remote_stream`]): writes through a queue bounded in bytes
+//!   at the transport's high-water mark (`write().await` waits, `try_write` returns
+//!   `BufferFull`), counted in its `write_buffer_size()` as external pending bytes;
+//!   `drain().await`, `wait_closed().await`, close, abort, pause and resume reading.
 //! * A server's life after `close` is asyncio 3.13's: [`Loop::close_clients`],
-//!   [`Loop::abort_clients`], [`Loop::wait_closed`].
+//!   [`Loop::abort_clients`], [`Loop::wait_closed`]; a Unix server's socket file is
+//!   removed when it closes (unless replaced meanwhile).
+//! * Beyond streams, as on the poll loop: pipe transports
+//!   ([`Loop::connect_read_pipe`], [`Loop::connect_write_pipe`]), datagram endpoints
+//!   ([`Loop::create_datagram_endpoint`]: UDP over IPv4 and IPv6, Unix datagram sockets)
+//!   and child processes ([`Loop::subprocess_exec`], [`Loop::subprocess_shell`],
+//!   [`Loop::wait_subprocess`]: the exit seen through the child's pidfd with async-io's
+//!   readiness, reaped with `waitid`, signals through the pidfd, children killed and
+//!   reaped when the loop is dropped). Every socket, pipe end and pidfd is one entry of
+//!   the same table, served by the same wake-ups.
 //!
 //! This crate has no `unsafe` code: what async-io lacks (`SO_REUSEPORT`, the backlog,
-//! `SO_LINGER`, `shutdown(SHUT_WR)`) comes from rustix's safe API.
+//! `SO_LINGER`, `shutdown(SHUT_WR)`) comes from rustix's safe API; what is not specific
+//! to smol (datagram sockets, child processes, the remote handles) from
+//! `aioport-async-kit`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod datagram;
 mod driver;
 mod event_loop;
 mod lifecycle;
+mod pipes;
+mod process;
 mod server;
 mod sockets;
+mod thread;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
-    Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
+    Error, ErrorReport, LoopHandle, LoopThread, REMOTE_QUEUE_CAPACITY, RemoteError, RemoteStream,
+    ServerId, ServerOptions,
 };
 pub use event_loop::Loop;
+pub use process::{Stdio, SubprocessOptions};
 pub use server::{ProtocolFactory, Server};
+pub use thread::spawn_loop;

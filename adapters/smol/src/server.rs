@@ -118,4 +118,7 @@ pub(crate) struct Listener {
 pub(crate) struct ServerEntry {
     pub(crate) factory: ProtocolFactory,
     pub(crate) listeners: Vec<usize>,
+    /// A Unix server's socket file: removed when the entry is dropped (the server closed,
+    /// or the loop dropped), unless it was replaced meanwhile.
+    pub(crate) _file: Option<aioport_async_kit::unix::BoundFile>,
 }

@@ -10,24 +10,44 @@
 //! which reports data that is already there, so a short read needs no confirming
 //! `EAGAIN` call).
 
+use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use aioport::{Handle, Io};
+use aioport::datagram::RecvMeta;
+use aioport::{DatagramAddr, Handle, Io};
+use aioport_async_kit::datagram;
+use aioport_async_kit::process::Child;
 use async_io::Async;
 
 use crate::ServerId;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
-/// A connected stream socket.
+/// A connected stream socket, or one end of a pipe (`connect_read_pipe` /
+/// `connect_write_pipe`: a pipe, a socket or a tty, held as a `File` for its plain
+/// `read` / `write` / `writev` on the descriptor).
 #[derive(Debug)]
 pub(crate) enum Sock {
     Tcp(Async<TcpStream>),
     Unix(Async<UnixStream>),
+    PipeRead(Async<File>),
+    PipeWrite(Async<File>),
+    /// A datagram socket (`create_datagram_endpoint`): UDP, or Unix when `unix`.
+    Datagram {
+        sock: Async<OwnedFd>,
+        unix: bool,
+    },
+    /// A child (`subprocess_exec`): a duplicate of its pidfd registered with async-io
+    /// (readable when the child exits), and the child itself, reaped through the pidfd
+    /// (killed and reaped if dropped first). `watch` is dropped first (deregistered).
+    Process {
+        watch: Async<OwnedFd>,
+        child: Child,
+    },
 }
 
 impl Sock {
@@ -35,6 +55,9 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.get_ref().as_fd(),
             Sock::Unix(s) => s.get_ref().as_fd(),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.get_ref().as_fd(),
+            Sock::Datagram { sock, .. } => sock.get_ref().as_fd(),
+            Sock::Process { watch, .. } => watch.get_ref().as_fd(),
         }
     }
 
@@ -42,6 +65,12 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.get_ref().read(buf),
             Sock::Unix(s) => s.get_ref().read(buf),
+            Sock::PipeRead(p) => p.get_ref().read(buf),
+            // The core never reads the write end of a pipe (readability there means the
+            // read end closed).
+            Sock::PipeWrite(_) | Sock::Datagram { .. } | Sock::Process { .. } => {
+                Err(io::ErrorKind::Unsupported.into())
+            }
         }
     }
 
@@ -52,6 +81,11 @@ impl Sock {
             (Sock::Tcp(s), _) => s.get_ref().write_vectored(bufs),
             (Sock::Unix(s), [one]) => s.get_ref().write(one),
             (Sock::Unix(s), _) => s.get_ref().write_vectored(bufs),
+            (Sock::PipeWrite(p), [one]) => p.get_ref().write(one),
+            (Sock::PipeWrite(p), _) => p.get_ref().write_vectored(bufs),
+            (Sock::PipeRead(_) | Sock::Datagram { .. } | Sock::Process { .. }, _) => {
+                Err(io::ErrorKind::Unsupported.into())
+            }
         }
     }
 
@@ -61,6 +95,9 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.poll_readable(cx),
             Sock::Unix(s) => s.poll_readable(cx),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_readable(cx),
+            Sock::Datagram { sock, .. } => sock.poll_readable(cx),
+            Sock::Process { watch, .. } => watch.poll_readable(cx),
         }
     }
 
@@ -69,20 +106,39 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.poll_writable(cx),
             Sock::Unix(s) => s.poll_writable(cx),
+            Sock::PipeRead(p) | Sock::PipeWrite(p) => p.poll_writable(cx),
+            Sock::Datagram { sock, .. } => sock.poll_writable(cx),
+            Sock::Process { watch, .. } => watch.poll_writable(cx),
         }
+    }
+
+    /// A child's pidfd watch.
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self, Sock::Process { .. })
+    }
+
+    /// A datagram socket: reads are whole datagrams, so a short one says nothing about
+    /// the queue.
+    pub(crate) fn is_datagram(&self) -> bool {
+        matches!(self, Sock::Datagram { .. })
+    }
+
+    /// The write end of a pipe (readable there means: the read end closed).
+    pub(crate) fn is_write_pipe(&self) -> bool {
+        matches!(self, Sock::PipeWrite(_))
     }
 
     pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().peer_addr().ok(),
-            Sock::Unix(_) => None,
+            _ => None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.get_ref().local_addr().ok(),
-            Sock::Unix(_) => None,
+            _ => None,
         }
     }
 
@@ -106,6 +162,10 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// The server that accepted it.
     pub(crate) server: Option<ServerId>,
+    /// A datagram endpoint not reading whose readable event carried no pending error
+    /// (only data): its read readiness is not watched again until it reads (see
+    /// `Loop::datagram_error`).
+    pub(crate) quiet: bool,
 }
 
 /// The loop's sockets, indexed by [`Handle::index`]; the `Io` the registry drives.
@@ -119,6 +179,9 @@ pub(crate) struct Sockets {
     pub(crate) nodelay: bool,
     /// Open connections per server (by [`ServerId`]), for `wait_closed`.
     clients: Vec<usize>,
+    /// Transports whose socket was closed (or whose connect failed) since the loop last
+    /// looked, for their remote handles (`RemoteStreams::closed`).
+    pub(crate) closed: Vec<Handle>,
 }
 
 impl Sockets {
@@ -130,6 +193,7 @@ impl Sockets {
             recv_more: false,
             nodelay: true,
             clients: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -147,7 +211,8 @@ impl Sockets {
             self.clients[i] += 1;
         }
         let (wake, waker) = KeyWaker::new(Key::Conn(h), &self.shared);
-        self.slots[index] = Some(Conn { handle: h, sock, wake, waker, queued: false, server });
+        self.slots[index] =
+            Some(Conn { handle: h, sock, wake, waker, queued: false, server, quiet: false });
     }
 
     /// The open connections `server` accepted. Walks the table: for rare calls
@@ -218,10 +283,58 @@ impl Io for Sockets {
 
     fn shutdown_write(&mut self, h: Handle) -> io::Result<()> {
         let c = self.get(h).ok_or_else(not_open)?;
+        if !matches!(c.sock, Sock::Tcp(_) | Sock::Unix(_)) {
+            // A write pipe's `write_eof` is a close (spec §4.4): nothing to shut down.
+            return Ok(());
+        }
         Ok(rustix::net::shutdown(c.sock.fd(), rustix::net::Shutdown::Write)?)
     }
 
+    fn try_send_to(
+        &mut self,
+        h: Handle,
+        data: &[u8],
+        addr: Option<&DatagramAddr>,
+    ) -> io::Result<usize> {
+        match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Datagram { sock, unix }) => {
+                datagram::send_to(sock.get_ref(), *unix, data, addr)
+            }
+            _ => Err(not_open()),
+        }
+    }
+
+    /// One datagram; `recv_more` says whether one came (only `WouldBlock` says the queue
+    /// is empty).
+    fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        self.recv_calls += 1;
+        self.recv_more = false;
+        let r = match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Datagram { sock, unix }) => datagram::recv_from(sock.get_ref(), *unix, buf),
+            _ => Err(not_open()),
+        };
+        self.recv_more = r.is_ok();
+        r
+    }
+
     fn close(&mut self, h: Handle) {
+        if let Some(Conn { sock: Sock::Process { child, .. }, .. }) = self.get(h)
+            && !child.is_reaped()
+        {
+            // The core is done with a child still running (its transport closed): it
+            // stays watched until it exits and is reaped (`process_exited` still
+            // follows), or is killed and reaped with the loop.
+            return;
+        }
         self.remove(h);
+        self.closed.push(h);
+    }
+
+    /// Through the pidfd, never to a pid that could be recycled.
+    fn send_signal(&mut self, h: Handle, sig: i32) -> io::Result<()> {
+        match self.get(h).map(|c| &c.sock) {
+            Some(Sock::Process { child, .. }) => child.send_signal(sig),
+            _ => Err(not_open()),
+        }
     }
 }

@@ -228,7 +228,7 @@ impl Loop {
             Sock::Udp(Rc::new(UdpSocket::from_std(opened.fd.into()).map_err(failed)?))
         };
         let mut extra = Extra::default().with_fd(sock.fd().as_raw_fd());
-        if let DatagramAddr::Inet(a) = &opened.local_addr {
+        if let DatagramAddr::Inet(a) = &opened.local {
             extra = extra.with_sockname(*a);
         }
         if let Some(DatagramAddr::Inet(a)) = &remote_addr {
@@ -240,7 +240,7 @@ impl Loop {
         // serve arms the wakers.
         self.with(|_| ());
         self.queue_datagram(h.handle());
-        Ok(DatagramEndpoint::new(h, opened.local_addr, opened.recv_buffer_size))
+        Ok(DatagramEndpoint::new(h, opened.local, opened.recv_buffer_size))
     }
 
     /// Puts the endpoint `h` in the local ready list (once); false if `h` is not one.
@@ -305,7 +305,7 @@ impl Loop {
         if c.watch.as_mut().poll(&mut cx).is_pending() {
             return;
         }
-        let pending = kit::take_error(c.sock.fd());
+        let pending = kit::take_error(c.sock.fd()).unwrap_or_else(Some);
         // tokio keeps the error readiness until told: clear it, so the next watcher waits
         // for a new edge.
         let _ = c.sock.try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
