@@ -247,11 +247,13 @@ impl Core {
 
     /// True when some live transport is served by `h`'s protocol. A scan: only for rare
     /// calls (`start_tls`).
+    #[cfg(feature = "tls")]
     pub(crate) fn serves_any(&self, h: Handle) -> bool {
         self.slots.iter().any(|s| s.entry.as_ref().is_some_and(|e| e.server == Some(h)))
     }
 
     /// True when a replacement protocol waits to be installed on `h`.
+    #[cfg(feature = "tls")]
     pub(crate) fn swap_pending(&self, h: Handle) -> bool {
         self.entry(h).is_ok_and(|e| e.swap.is_some())
     }

@@ -217,8 +217,9 @@ impl StreamTransport {
 
     /// Moves `data` — bytes already counted in this transport's external pending bytes (a
     /// driver's cross-task queue handing its head over) — into the transport: the external
-    /// count drops by its length and the bytes are written, so the size does not change
-    /// and no flow edge follows from the move. The hard limit is not applied again: the
+    /// count drops by its length and the bytes are written, so the size does not grow and
+    /// no pause edge follows from the move (what the socket takes at once shrinks it, and
+    /// the resume edge is checked). The hard limit is not applied again: the
     /// bytes were accepted when they were counted. Bytes beyond the external count are
     /// written as they are (counted from now on).
     ///
@@ -231,10 +232,16 @@ impl StreamTransport {
         io: &mut dyn Io,
         pool: &mut SendPool,
     ) -> Result<(), WriteError> {
-        self.admit_state()?;
+        // The bytes leave the external count whether or not they are taken: a refused
+        // write (the transport closing) drops them, as the caller's queue did.
         self.flow.take_external(data.len());
-        self.push_write(data, io, pool);
-        Ok(())
+        let admitted = self.admit_state();
+        if admitted.is_ok() {
+            self.push_write(data, io, pool);
+        }
+        // What the socket took at once shrank the size: the resume edge may be due.
+        self.flow.check(self.queue.len());
+        admitted
     }
 
     /// The body of an admitted write: the fast path while the queue is empty, the queue

@@ -383,6 +383,17 @@ fn write_external_moves_counted_bytes_without_an_edge_or_the_hard_limit() {
     assert_eq!(r, Err(WriteError::Closing));
 }
 
+/// Moved bytes the socket takes at once shrink the size: the resume edge follows.
+#[test]
+fn write_external_sent_at_once_resumes() {
+    let mut f = socket(TestIo::default(), 10, 2);
+    f.t.set_external_pending(16);
+    assert_eq!(f.callbacks(), [Cb::Pause]);
+    f.t.write_external(Bytes::from_static(&[7; 16]), &mut f.io, &mut f.pool).unwrap();
+    assert_eq!(f.t.write_buffer_size(), 0);
+    assert_eq!(f.callbacks(), [Cb::Resume]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Write-side state errors (DESIGN.md §5 table)
 // ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 
 use std::time::Instant;
 
-use aioport::{Handle, HandleError, Io, Registry, StreamHandle, WriteError};
+use aioport::{DriverError, Handle, HandleError, Io, Registry, StreamHandle, WriteError};
 use bytes::Bytes;
 
 use crate::wake::Shared;
@@ -347,7 +347,10 @@ impl RemoteStreams {
     ///
     /// # Errors
     ///
-    /// [`HandleError::Stale`] when `h` names no transport of `registry`.
+    /// [`HandleError::Stale`] when `h` names no transport of `registry`;
+    /// [`HandleError::WrongKind`] for a transport served by a protocol (a TLS app
+    /// transport: the loop would not see it end; write to it through
+    /// [`LoopHandle::call_soon_threadsafe`](crate::LoopHandle::call_soon_threadsafe)).
     pub fn open(
         &mut self,
         registry: &Registry,
@@ -355,6 +358,12 @@ impl RemoteStreams {
         h: StreamHandle,
     ) -> Result<RemoteStream, HandleError> {
         registry.transport(h.handle()).map_err(|_| HandleError::Stale)?;
+        if let Err(DriverError::WrongKind { .. }) = registry.interest(h.handle()) {
+            return Err(HandleError::WrongKind {
+                expected: "stream driven by the loop",
+                found: "stream served by a protocol (TLS)",
+            });
+        }
         let state = self.states.entry(h.handle()).or_insert_with(|| RemoteState::new(h)).clone();
         self.publish(registry, &state);
         Ok(RemoteStream { state, shared: shared.clone(), queue: self.queue.clone() })
@@ -414,25 +423,28 @@ impl RemoteStreams {
             return self.publish(registry, state);
         };
         let high = t.write_buffer_limits().high();
-        let (abort, reading, ops, queued, external) = {
+        let (abort, reading, ops, moved, queued, external) = {
             let mut inner = state.lock();
             inner.scheduled = false;
             let mut own = t.write_buffer_size().saturating_sub(inner.external);
             let abort = std::mem::take(&mut inner.abort);
             let reading = inner.reading.take();
             let mut ops = Vec::new();
+            let mut moved = 0;
             while let Some(op) = inner.ops.pop_front() {
                 if let Op::Write(b) = &op {
-                    if own >= high {
+                    // An empty transport queue always takes one (`high` may be 0).
+                    if own > 0 && own >= high {
                         inner.ops.push_front(op);
                         break;
                     }
                     own += b.len();
+                    moved += b.len();
                     inner.queued -= b.len();
                 }
                 ops.push(op);
             }
-            (abort, reading, ops, inner.queued, inner.external)
+            (abort, reading, ops, moved, inner.queued, inner.external)
         };
         if abort || reading.is_some() || !ops.is_empty() {
             registry.enter(now, io, |ctx| {
@@ -448,14 +460,20 @@ impl RemoteStreams {
                     None => {}
                 }
                 for op in ops {
+                    // A write moves bytes the transport counted as external pending in:
+                    // the size does not change, and the hard limit does not refuse bytes
+                    // the remote writer was told were accepted.
                     let _ = match op {
-                        Op::Write(b) => ctx.write(h, b).map_err(drop),
+                        Op::Write(b) => ctx.write_external(h, b).map_err(drop),
                         Op::WriteEof => ctx.write_eof(h).map_err(drop),
                         Op::Close => ctx.close(h).map_err(drop),
                     };
                 }
             });
         }
+        // What the transport counts as external now: the moves took theirs out.
+        let external = external.saturating_sub(moved);
+        state.lock().external = external;
         if queued != external && registry.set_external_pending(h.handle(), queued, now, io).is_ok()
         {
             state.lock().external = queued;

@@ -60,26 +60,27 @@ pub(crate) struct Connecting {
 impl Loop {
     /// One turn; false when there was nothing to do.
     pub(crate) fn turn(&mut self) -> bool {
-        let mut remotes = std::mem::take(&mut self.remotes_woken);
+        let mut remotes = false;
         if self.shared.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
             let mut inner = self.shared.lock();
             std::mem::swap(&mut inner.ready, &mut self.woken);
             std::mem::swap(&mut inner.commands, &mut self.commands);
             drop(inner);
-            let mut queued = self.remote_queue.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::swap(&mut *queued, &mut remotes);
+            remotes = self.remotes.take_queued();
         }
         let now = Instant::now();
-        let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || !remotes.is_empty();
+        let mut worked = !self.woken.is_empty() || !self.commands.is_empty() || remotes;
         // Served after this turn's wake-ups; keys queued while serving wait for the next
         // turn (fairness).
         let waiting = self.ready.len();
         worked |= waiting > 0;
 
-        for state in remotes.drain(..) {
-            self.pump_remote(&state, now);
+        if remotes {
+            let connecting = &self.connecting;
+            let is_connecting = |h| connecting.contains_key(&h);
+            self.remotes.pump_queued(&mut self.registry, &mut self.io, now, is_connecting);
+            self.after_registry(now);
         }
-        self.remotes_woken = remotes;
 
         let mut commands = std::mem::take(&mut self.commands);
         for cmd in commands.drain(..) {
@@ -160,11 +161,9 @@ impl Loop {
             }
         }
         self.check_idle(h, now);
-        if !self.remote_streams.is_empty()
-            && let Some(state) = self.remote_streams.get(&h).cloned()
-        {
+        if !self.remotes.is_empty() {
             // Room in the transport's queue moves writes in from the cross-task queue.
-            self.pump_remote(&state, now);
+            self.remotes.pump(h, &mut self.registry, &mut self.io, now);
         }
         self.arm(h);
         self.after_registry(now);
@@ -271,7 +270,10 @@ impl Loop {
             }
         }
         if !self.io.closed.is_empty() {
-            self.remotes_after_close();
+            for h in self.io.closed.drain(..) {
+                self.remotes.closed(h);
+            }
+            self.remotes.after_registry(&self.registry);
         }
         while let Some(h) = self.io.rearm.pop() {
             // Its watcher was dropped for an I/O call outside its own serve.
@@ -428,9 +430,9 @@ impl Loop {
                 self.outcome(h, Ok(()));
                 let r = self.registry.handle_connected(h, extra, now, &mut self.io);
                 self.report_driver(h.handle(), r);
-                if let Some(state) = self.remote_streams.get(&h.handle()).cloned() {
+                if !self.remotes.is_empty() {
                     // Writes other tasks queued while connecting.
-                    self.pump_remote(&state, now);
+                    self.remotes.pump(h.handle(), &mut self.registry, &mut self.io, now);
                 }
                 self.queue(h.handle());
                 self.after_registry(now);

@@ -17,12 +17,11 @@ use tokio::net::UnixListener;
 use tokio::time::Sleep;
 
 use crate::driver::Connecting;
-use crate::remote_stream::{RemoteState, RemoteStreams};
 use crate::server::{ListenSock, Listener, ServerEntry};
 use crate::sockets::Sockets;
 use crate::{Error, ErrorReport, Server, ServerId, ServerOptions};
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
-use aioport_async_kit::{Command, LoopHandle};
+use aioport_async_kit::{Command, LoopHandle, RemoteStream, RemoteStreams};
 
 /// Turns one poll of the loop future may take before it yields to the runtime (other
 /// tasks on the same thread get their turn; the loop is woken again at once).
@@ -61,11 +60,8 @@ pub struct Loop {
     pub(crate) dropped_seen: u64,
     /// The timer for the next deadline (created on first use, inside the runtime).
     pub(crate) sleep: Option<Pin<Box<Sleep>>>,
-    /// Cross-task handles by transport, and scratch space for those with commands.
-    pub(crate) remote_streams: RemoteStreams,
-    pub(crate) remotes_woken: Vec<Arc<RemoteState>>,
-    /// Where remote streams list themselves when they have commands.
-    pub(crate) remote_queue: crate::remote_stream::RemoteQueue,
+    /// Cross-task handles to transports ([`RemoteStream`]).
+    pub(crate) remotes: RemoteStreams,
 }
 
 impl Loop {
@@ -89,10 +85,20 @@ impl Loop {
             awaited: None,
             dropped_seen: 0,
             sleep: None,
-            remote_streams: RemoteStreams::default(),
-            remotes_woken: Vec::new(),
-            remote_queue: Default::default(),
+            remotes: RemoteStreams::default(),
         }
+    }
+
+    /// A `Send` handle to the stream transport `h` for other tasks and threads (see
+    /// [`RemoteStream`]). Every call for the same transport shares one queue.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Stale`](aioport::HandleError::Stale) when `h` names no transport
+    /// of this loop; [`HandleError::WrongKind`](aioport::HandleError::WrongKind) for a
+    /// TLS app transport (served by the TLS engine, not by the loop).
+    pub fn remote_stream(&mut self, h: StreamHandle) -> Result<RemoteStream, aioport::HandleError> {
+        self.remotes.open(&self.registry, &self.shared, h)
     }
 
     /// A `Send` handle for other tasks and threads (and for callbacks that want to stop

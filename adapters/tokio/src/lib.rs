@@ -136,13 +136,13 @@ mod lifecycle;
 mod loops;
 mod pipes;
 mod process;
-mod remote_stream;
 mod server;
 mod sockets;
 mod thread;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use aioport_async_kit::RemoteStream;
 pub use aioport_async_kit::datagram::{DatagramEndpoint, DatagramOptions};
 pub use aioport_async_kit::{
     Error, ErrorReport, LoopHandle, REMOTE_QUEUE_CAPACITY, RemoteError, ServerId, ServerOptions,
@@ -150,6 +150,5 @@ pub use aioport_async_kit::{
 pub use event_loop::Loop;
 pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
 pub use process::{Stdio, SubprocessOptions};
-pub use remote_stream::RemoteStream;
 pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};

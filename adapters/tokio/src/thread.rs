@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::io;
-use std::thread::JoinHandle;
 
-use crate::{Loop, LoopHandle};
+pub use aioport_async_kit::LoopThread;
+
+use crate::Loop;
 
 /// Which runtime a loop thread from [`spawn_loop`] runs under.
 #[derive(Debug, Clone)]
@@ -21,34 +22,6 @@ pub enum Runtime {
     /// in the echo benchmark; use it to share a runtime with other tasks, and
     /// `CurrentThread` loops for a dedicated server.
     Handle(tokio::runtime::Handle),
-}
-
-/// A loop running on its own thread: its [`LoopHandle`] and the thread.
-#[derive(Debug)]
-pub struct LoopThread {
-    handle: LoopHandle,
-    thread: JoinHandle<()>,
-}
-
-impl LoopThread {
-    /// The loop's handle (`call_soon_threadsafe`, `close_server`, `stop`).
-    pub fn handle(&self) -> &LoopHandle {
-        &self.handle
-    }
-
-    /// Stops the loop (see [`LoopHandle::stop`]); `main` decides what stopping means.
-    pub fn stop(&self) {
-        self.handle.stop();
-    }
-
-    /// Waits for the thread to finish.
-    ///
-    /// # Errors
-    ///
-    /// The thread panicked (the panic payload).
-    pub fn join(self) -> std::thread::Result<()> {
-        self.thread.join()
-    }
 }
 
 /// Starts a thread that makes a [`Loop`] and runs `main(loop)` on it under `runtime`.
@@ -92,39 +65,26 @@ where
     F: FnOnce(Loop) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let thread =
-        std::thread::Builder::new().name("aioport-tokio-loop".into()).spawn(move || {
-            // A current-thread runtime drives I/O only from its own `block_on`, not from a
-            // handle's: keep the runtime itself.
-            let own = match runtime {
-                Runtime::CurrentThread => {
-                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => Ok(rt),
-                        Err(e) => return drop(tx.send(Err(e))),
-                    }
+    LoopThread::spawn("aioport-tokio-loop", move |started| {
+        // A current-thread runtime drives I/O only from its own `block_on`, not from a
+        // handle's: keep the runtime itself.
+        let own = match runtime {
+            Runtime::CurrentThread => {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => Ok(rt),
+                    Err(e) => return started.failed(e),
                 }
-                Runtime::Handle(h) => Err(h),
-            };
-            let lp = Loop::new();
-            if tx.send(Ok(lp.handle())).is_err() {
-                return;
             }
-            let local = tokio::task::LocalSet::new();
-            match own {
-                Ok(rt) => rt.block_on(local.run_until(main(lp))),
-                Err(h) => h.block_on(local.run_until(main(lp))),
-            }
-        })?;
-    match rx.recv() {
-        Ok(Ok(handle)) => Ok(LoopThread { handle, thread }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
+            Runtime::Handle(h) => Err(h),
+        };
+        let lp = Loop::new();
+        if !started.ready(lp.handle()) {
+            return;
         }
-        Err(_) => Err(match thread.join() {
-            Ok(()) => io::Error::other("the loop thread ended before its loop was made"),
-            Err(_) => io::Error::other("the loop thread panicked before its loop was made"),
-        }),
-    }
+        let local = tokio::task::LocalSet::new();
+        match own {
+            Ok(rt) => rt.block_on(local.run_until(main(lp))),
+            Err(h) => h.block_on(local.run_until(main(lp))),
+        }
+    })
 }

@@ -172,6 +172,13 @@ fn echo_over_a_tls_unix_server_then_clean_close() {
             .await
             .unwrap();
         assert!(session.info().is_some_and(|i| i.supports_half_close()));
+        // The app transport is served by the TLS engine, not by the loop: no remote
+        // handle (the loop would never see it end).
+        let app_handle = session.app().unwrap();
+        assert!(matches!(
+            lp.remote_stream(app_handle),
+            Err(aioport::HandleError::WrongKind { .. })
+        ));
         let (a, b) = (seen.clone(), server_seen.clone());
         lp.run_until_timeout(move || a.borrow().lost.is_some() && b.borrow().lost.is_some(), LIMIT)
             .await
