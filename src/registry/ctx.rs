@@ -9,7 +9,7 @@ use super::transport::{AnyProtocol, Common, Transport, TransportKind};
 use super::{Endpoint, LoopError};
 use crate::ProtocolError;
 use crate::datagram::DatagramAddr;
-use crate::stream::StreamKind;
+use crate::stream::{SendfileError, SendfileFallback, SendfileSource, StreamKind};
 use crate::{
     AnyStreamHandle, ConnectionError, DatagramHandle, DatagramProtocol, DriverError, Extra,
     FlowHandle, Handle, HandleError, Io, LimitsError, Protocol, ReadHandle, ReadPipeHandle,
@@ -204,7 +204,48 @@ impl<'a> Ctx<'a> {
     ///
     /// [`HandleError`].
     pub fn write_eof<H: WriteHandle>(&mut self, h: H) -> Result<(), HandleError> {
-        self.act(h, |t, io, pool| t.write_eof(io, pool))
+        self.act(h, |t, io, pool| {
+            if t.is_sendfile_in_progress() {
+                return Err(HandleError::SendfileInProgress);
+            }
+            t.write_eof(io, pool);
+            Ok(())
+        })?
+    }
+
+    /// Sends `count` bytes of `file` from `offset` through `h` (asyncio's
+    /// `loop.sendfile(transport, file, offset, count, fallback)`; `count` `None`: to the
+    /// end of the file): zero-copy where the driver can ([`Io::sendfile_supported`]),
+    /// otherwise — or with [`SendfileFallback::Force`] — by reading chunks of the file
+    /// and writing them with flow control (the buffer stays within the high-water mark
+    /// plus one chunk). What was queued before goes first. Until the sendfile ends,
+    /// writes to `h` fail with [`WriteError::SendfileInProgress`] and `write_eof` with
+    /// [`HandleError::SendfileInProgress`]; during the fallback `h`'s protocol hears no
+    /// `pause_writing` / `resume_writing` of its own (its view is handed back at the
+    /// end). See [`stream::SendfileSource`](crate::stream::SendfileSource) for the
+    /// file side.
+    ///
+    /// The outcome — bytes sent, or why it stopped (close, abort, a failure) — goes to
+    /// this protocol's [`sendfile_completed`](Protocol::sendfile_completed); started
+    /// outside a callback ([`Registry::enter`](crate::Registry::enter), a closure), it
+    /// goes to the driver ([`Registry::poll_sendfile_done`](crate::Registry::poll_sendfile_done)).
+    ///
+    /// # Errors
+    ///
+    /// [`SendfileError`]: a zero `count`, a sendfile already in progress, a closing
+    /// transport, no zero-copy with [`SendfileFallback::Deny`], or a stale handle.
+    pub fn sendfile<H: WriteHandle>(
+        &mut self,
+        h: H,
+        file: Box<dyn SendfileSource>,
+        offset: u64,
+        count: Option<u64>,
+        fallback: SendfileFallback,
+    ) -> Result<(), SendfileError> {
+        let requester = self.this;
+        self.act(h, |t, io, pool| {
+            t.start_sendfile(file, offset, count, fallback, requester, io, pool)
+        })?
     }
 
     /// True when `write_eof` is supported.

@@ -495,6 +495,16 @@ impl Registry {
         self.core.poll_error()
     }
 
+    /// The next sendfile that ended among those started outside a protocol callback
+    /// (through [`enter`](Self::enter) or a closure: [`Ctx::sendfile`]): the transport and
+    /// the bytes sent, or why it stopped. A driver's blocking `sendfile` helper waits for
+    /// its handle here; sendfiles started by a protocol are reported to it instead
+    /// ([`Protocol::sendfile_completed`](crate::Protocol::sendfile_completed)).
+    #[must_use]
+    pub fn poll_sendfile_done(&mut self) -> Option<crate::stream::SendfileDone> {
+        self.core.sendfile_done.pop_front()
+    }
+
     /// Errors dropped because nobody read [`poll_error`](Self::poll_error).
     pub fn errors_dropped(&self) -> u64 {
         self.core.errors_dropped()
