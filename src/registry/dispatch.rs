@@ -383,8 +383,10 @@ impl Core {
 
     fn deliver_sendfile_done(&mut self, requester: Handle, done: SendfileDone, io: &mut dyn Io) {
         let SendfileDone { handle, outcome } = done;
-        let r = self.invoke(requester, io, None, |p, ctx| {
-            on_stream(p, |p| p.sendfile_completed(ctx, StreamHandle::from_handle(handle), outcome))
+        let handle = StreamHandle::from_handle(handle);
+        let trace = Trace::SendfileCompleted(handle, outcome.as_ref().map(|n| *n));
+        let r = self.invoke(requester, io, Some(trace), |p, ctx| {
+            on_stream(p, |p| p.sendfile_completed(ctx, handle, outcome.clone()))
         });
         self.settle(requester, "sendfile_completed", r, false, io);
     }

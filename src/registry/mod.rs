@@ -143,6 +143,8 @@ pub enum Trace<'a> {
     PipeConnectionLost(u32, Option<&'a ConnectionError>),
     /// `process_exited`.
     ProcessExited,
+    /// `sendfile_completed` for a sendfile on this transport.
+    SendfileCompleted(StreamHandle, Result<u64, &'a crate::stream::SendfileError>),
 }
 
 /// A tracer: observes each callback just before it is delivered.

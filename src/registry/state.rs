@@ -456,14 +456,16 @@ impl Core {
             return None;
         }
         let entry = slot.entry.as_mut()?;
+        let served = entry.sink.is_some();
         let io: &mut dyn Io = match entry.sink.as_deref_mut() {
             Some(sink) => sink,
             None => ext,
         };
         let r = f(&mut entry.transport, io, &mut self.pool);
-        if let Transport::Stream(t) = &mut entry.transport {
-            // Whatever the call changed (a flush, a drained engine), a sendfile in
-            // progress moves on as far as it can.
+        if served && let Transport::Stream(t) = &mut entry.transport {
+            // A served transport's buffer also drains when its serving protocol hands
+            // the bytes it holds on (`set_served_pending`): a sendfile fallback in
+            // progress moves on then. (A driver's transport moves on in `on_writable`.)
             t.pump_sendfile(io, &mut self.pool);
         }
         self.touch(h.index());

@@ -370,10 +370,15 @@ impl StreamTransport {
     }
 
     fn pump_fallback(&mut self, sf: &mut Sendfile, io: &mut dyn Io, pool: &mut SendPool) -> Step {
-        while !self.flow.is_paused() {
+        loop {
             let want = sf.next_len(sf.chunk.len());
             if want == 0 {
+                // The count is reached: done, even if the buffer still waits to drain
+                // (asyncio returns after its last write too).
                 return Step::Done(Ok(sf.sent));
+            }
+            if self.flow.is_paused() {
+                return Step::Wait;
             }
             let n = loop {
                 match sf.source.read_at(sf.offset, &mut sf.chunk[..want]) {
@@ -395,7 +400,6 @@ impl StreamTransport {
             }
             sf.advance(n);
         }
-        Step::Wait
     }
 
     /// Records the outcome and hands the transport back: the held flow edges are

@@ -109,6 +109,7 @@
 //! `examples/test_your_protocol.rs` is the same walk-through as a program.
 
 mod dgram;
+mod memfile;
 pub mod model;
 mod net;
 mod process;
@@ -116,9 +117,12 @@ mod rng;
 mod scripted;
 mod sim;
 #[cfg(test)]
+mod sendfile_tests;
+#[cfg(test)]
 mod tests;
 mod transcript;
 
+pub use memfile::MemFile;
 pub use process::ProcessSim;
 pub use rng::Rng;
 pub use scripted::Scripted;
