@@ -236,6 +236,15 @@ impl Driver for Sim {
 
     fn prepare_connections(&mut self, _n: usize) {}
 
+    /// A file in memory; the harness's links have no zero-copy, so it goes by the
+    /// fallback.
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        Ok(Box::new(aioport::testing::MemFile::new(data.to_vec())))
+    }
+
     fn transports(&self) -> usize {
         match &self.procs {
             Some(p) => p.sim.registry().len(),
