@@ -195,7 +195,10 @@ fn dense_file(path: &Path, len: u64) -> Result<(), Box<dyn Error>> {
 
 /// Reads from `addr` to EOF on a new thread; `checksum` hashes what arrives. Returns
 /// (bytes, checksum, seconds from connect to EOF).
-fn client(addr: SocketAddr, checksum: bool) -> thread::JoinHandle<std::io::Result<(u64, u64, f64)>> {
+fn client(
+    addr: SocketAddr,
+    checksum: bool,
+) -> thread::JoinHandle<std::io::Result<(u64, u64, f64)>> {
     thread::spawn(move || {
         (|| {
             let t0 = Instant::now();
@@ -252,8 +255,9 @@ fn self_test(bytes: u64) -> Result<(), Box<dyn Error>> {
             n as f64 / MIB as f64 / secs
         );
         if (n, sum) != (len, want) {
-            return Err(format!("{name}: got {n} bytes / {sum:016x}, want {len} / {want:016x}")
-                .into());
+            return Err(
+                format!("{name}: got {n} bytes / {sum:016x}, want {len} / {want:016x}").into()
+            );
         }
     }
     let outcomes = outcomes.borrow();
@@ -305,7 +309,9 @@ impl Asyncio {
             let mut line = String::new();
             BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
             match line.trim().parse::<u16>() {
-                Ok(port) => return Ok(Asyncio { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }),
+                Ok(port) => {
+                    return Ok(Asyncio { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) });
+                }
                 Err(_) => {
                     last = format!("python printed {line:?}");
                     let _ = child.kill();
@@ -329,7 +335,8 @@ impl Drop for Asyncio {
 fn cpu_seconds(stat: &str) -> f64 {
     let Ok(text) = std::fs::read_to_string(stat) else { return f64::NAN };
     // After the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = text.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let fields: Vec<&str> =
+        text.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0

@@ -309,6 +309,10 @@
 //! | 3.13's `wait()` resolves only at `connection_lost`, so a grandchild holding stdout hangs it | `process_exited` and `Ctx::returncode` at the exit itself (3.12 and gh-119710 behaviour) |
 //! | `get_pid()` is known before `connection_made` | the pid is known from the driver's `handle_spawned`, which is also what delivers `connection_made`; a signal before it is `SignalError::NotSpawned` |
 //! | `get_returncode()` works after `connection_lost` | the handle is stale then; read the code in `process_exited` |
+//! | `loop.sendfile` swaps in `_SendfileFallbackProtocol` and pauses reading (zero-copy and fallback alike) | the protocol stays and keeps reading; during the fallback its `pause_writing` / `resume_writing` are held back and its view is handed back at the end (`resume_writing` if it was paused and the buffer drained, `pause_writing` if it was not and the buffer is above high) — [`stream`] sendfile docs |
+//! | `write_eof()` during a sendfile is not checked (it shuts the socket down under the send) | `Ctx::write_eof` fails with `HandleError::SendfileInProgress` |
+//! | `close()` during a sendfile: the awaiting coroutine sees whatever the socket does next | the sendfile ends at once with `SendfileError::Closed { sent }` (before `connection_lost`), and what the fallback queued is still flushed |
+//! | the fallback reads 16 KiB blocks | 64 KiB blocks ([`stream::SENDFILE_CHUNK`]); the buffer stays within high water plus one block |
 //!
 //! `tests/asyncio_diff.rs` replays 341 scripts recorded from CPython 3.13's real
 //! `_SelectorSocketTransport` and checks every step against aioport, applying exactly these

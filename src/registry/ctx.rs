@@ -244,7 +244,13 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), SendfileError> {
         let requester = self.this;
         self.act(h, |t, io, pool| {
-            t.start_sendfile(file, offset, count, fallback, requester, io, pool)
+            // The requester is set after the start: a sendfile finished at once is
+            // reported when the registry serves the transport, not before.
+            let started = t.start_sendfile(file, offset, count, fallback, io, pool);
+            if started.is_ok() {
+                t.set_sendfile_requester(requester);
+            }
+            started
         })?
     }
 

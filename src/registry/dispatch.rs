@@ -93,8 +93,9 @@ impl Core {
                 continue;
             }
             if let Some((requester, outcome)) =
-                entry.stream().and_then(StreamTransport::take_sendfile_outcome)
+                entry.stream().and_then(StreamTransport::take_sendfile_done)
             {
+                let requester = requester.unwrap_or(NO_HANDLE);
                 self.sendfile_finished(h, requester, outcome, io);
                 continue;
             }

@@ -180,9 +180,9 @@ enum Mode {
 /// The state of one sendfile on a transport (boxed: idle transports do not pay for it).
 pub(crate) struct Sendfile {
     source: Box<dyn SendfileSource>,
-    /// Whose `sendfile_completed` hears the outcome (a protocol, or the driver for
-    /// `NO_HANDLE`).
-    pub(crate) requester: Handle,
+    /// Whose `sendfile_completed` hears the outcome (a protocol, or the driver for the
+    /// registry's `NO_HANDLE`); set by the registry.
+    requester: Option<Handle>,
     mode: Mode,
     /// The next file offset to send from.
     offset: u64,
@@ -239,7 +239,7 @@ pub struct SendfileDone {
 
 impl StreamTransport {
     /// Starts sending `count` bytes of `source` (`None`: to the end of the file) from
-    /// `offset`; `requester` is remembered for the completion. What can be sent now is
+    /// `offset`. What can be sent now is
     /// sent before this returns; the rest follows as the transport becomes writable or
     /// its buffer drains. The outcome is read with
     /// [`take_sendfile_outcome`](Self::take_sendfile_outcome) (the registry delivers it as
@@ -257,7 +257,6 @@ impl StreamTransport {
         offset: u64,
         count: Option<u64>,
         fallback: SendfileFallback,
-        requester: Handle,
         io: &mut dyn Io,
         pool: &mut SendPool,
     ) -> Result<(), SendfileError> {
@@ -289,7 +288,7 @@ impl StreamTransport {
         };
         self.sendfile = Some(Box::new(Sendfile {
             source,
-            requester,
+            requester: None,
             mode,
             offset,
             left: count,
@@ -306,22 +305,32 @@ impl StreamTransport {
         self.sendfile.as_ref().is_some_and(|s| s.outcome.is_none())
     }
 
-    /// The outcome of a finished sendfile and who asked for it, once; `None` while none
-    /// finished.
+    /// The outcome of a finished sendfile, once; `None` while none finished.
     #[must_use]
-    pub fn take_sendfile_outcome(&mut self) -> Option<(Handle, Result<u64, SendfileError>)> {
-        if self.sendfile.as_ref()?.outcome.is_none() {
-            return None;
-        }
+    pub fn take_sendfile_outcome(&mut self) -> Option<Result<u64, SendfileError>> {
+        self.take_sendfile_done().map(|(_, outcome)| outcome)
+    }
+
+    /// The outcome of a finished sendfile and who asked for it (see
+    /// [`set_sendfile_requester`](Self::set_sendfile_requester)), once.
+    pub(crate) fn take_sendfile_done(
+        &mut self,
+    ) -> Option<(Option<Handle>, Result<u64, SendfileError>)> {
+        self.sendfile.as_ref()?.outcome.as_ref()?;
         let sf = self.sendfile.take()?;
         Some((sf.requester, sf.outcome?))
     }
 
+    /// Remembers who hears the outcome of the sendfile just started.
+    pub(crate) fn set_sendfile_requester(&mut self, requester: Handle) {
+        if let Some(sf) = self.sendfile.as_mut() {
+            sf.requester = Some(requester);
+        }
+    }
+
     /// True when the transport waits for writability to send file bytes zero-copy.
     pub(super) fn wants_sendfile_write(&self) -> bool {
-        self.sendfile
-            .as_ref()
-            .is_some_and(|s| s.outcome.is_none() && s.mode == Mode::ZeroCopy)
+        self.sendfile.as_ref().is_some_and(|s| s.outcome.is_none() && s.mode == Mode::ZeroCopy)
     }
 
     /// Moves the sendfile as far as it can go now: zero-copy while the socket takes

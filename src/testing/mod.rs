@@ -115,9 +115,9 @@ mod net;
 mod process;
 mod rng;
 mod scripted;
-mod sim;
 #[cfg(test)]
 mod sendfile_tests;
+mod sim;
 #[cfg(test)]
 mod tests;
 mod transcript;

@@ -87,10 +87,7 @@ fn write_writelines_and_write_eof_during_a_sendfile_are_refused() {
     s.set_zero_copy(true).send_refuses_all();
     let file = MemFile::new(digits(10));
     start(&mut s, &file, 0, None, SendfileFallback::Allow).unwrap();
-    assert_eq!(
-        s.enter(|ctx, h| ctx.write(h, &b"x"[..])),
-        Err(WriteError::SendfileInProgress)
-    );
+    assert_eq!(s.enter(|ctx, h| ctx.write(h, &b"x"[..])), Err(WriteError::SendfileInProgress));
     assert_eq!(s.enter(|ctx, h| ctx.write_slice(h, b"x")), Err(WriteError::SendfileInProgress));
     assert_eq!(
         s.enter(|ctx, h| ctx.writelines(h, &[bytes::Bytes::from_static(b"x")])),
@@ -109,6 +106,9 @@ fn write_writelines_and_write_eof_during_a_sendfile_are_refused() {
     assert!(s.is_shutdown());
 }
 
+/// offset, count, outcome, the bytes sent.
+type Case = (u64, Option<u64>, Result<u64, SendfileError>, &'static [u8]);
+
 #[test]
 fn offsets_and_counts() {
     // A zero count is asyncio's ValueError; an offset past the end sends nothing; a
@@ -118,7 +118,7 @@ fn offsets_and_counts() {
         s.events();
         s.set_zero_copy(zero_copy);
         let file = MemFile::new(digits(10));
-        let cases: [(u64, Option<u64>, Result<u64, SendfileError>, &[u8]); 6] = [
+        let cases: [Case; 6] = [
             (0, Some(0), Err(SendfileError::ZeroCount), b""),
             (10, None, Ok(0), b""),
             (99, Some(5), Ok(0), b""),
@@ -250,10 +250,7 @@ fn an_unpaused_protocol_hears_the_pause_if_the_fallback_leaves_the_buffer_high()
     s.recv(b"send100");
     let h = s.handle();
     // The count fits in one chunk: read, queued, done — the buffer stays above high.
-    assert_eq!(
-        s.readable(),
-        [Event::data(b"send100"), Event::Sendfile(h, Ok(100)), Event::Pause]
-    );
+    assert_eq!(s.readable(), [Event::data(b"send100"), Event::Sendfile(h, Ok(100)), Event::Pause]);
     s.send_accepts_all();
     assert_eq!(s.writable(), [Event::Resume]);
     // To the end of the file (no count), the end is found by the next read, once the
@@ -313,7 +310,10 @@ fn a_send_failure_ends_the_sendfile_and_the_connection() {
     let file = MemFile::new(digits(10));
     start(&mut s, &file, 0, None, SendfileFallback::Allow).unwrap();
     let reset = ConnectionError::from(ErrorKind::ConnectionReset);
-    assert_eq!(done(&mut s), Some(Err(SendfileError::ConnectionLost { sent: 4, error: reset.clone() })));
+    assert_eq!(
+        done(&mut s),
+        Some(Err(SendfileError::ConnectionLost { sent: 4, error: reset.clone() }))
+    );
     assert_eq!(s.events(), [Event::Lost(Some(reset))]);
 }
 
@@ -342,8 +342,5 @@ fn a_closing_transport_refuses_a_sendfile() {
     s.enter(|ctx, h| ctx.write_slice(h, b"pending")).unwrap();
     s.enter(|ctx, h| ctx.close(h)).unwrap();
     let file = MemFile::new(digits(10));
-    assert_eq!(
-        start(&mut s, &file, 0, None, SendfileFallback::Allow),
-        Err(SendfileError::Closing)
-    );
+    assert_eq!(start(&mut s, &file, 0, None, SendfileFallback::Allow), Err(SendfileError::Closing));
 }

@@ -11,9 +11,9 @@ use std::time::Instant;
 use aioport::stream::{SendfileError, SendfileFallback, SendfileSource};
 use aioport::{Handle, WriteHandle};
 
+use crate::Error;
 use crate::event_loop::{Loop, RunGuard};
 use crate::sockets::{Sock, Sockets};
-use crate::Error;
 
 /// A file to send with [`Ctx::sendfile`](aioport::Ctx::sendfile) on this loop: zero-copy
 /// through `sendfile(2)` to a TCP or Unix socket, read with `pread` for the fallback.

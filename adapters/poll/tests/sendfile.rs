@@ -64,13 +64,8 @@ impl TempFile {
     fn new(tag: &str, len: u64) -> Self {
         let path = std::env::temp_dir()
             .join(format!("aioport-sendfile-{tag}-{}-{len}", std::process::id()));
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut file =
+            File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         let mut block = Vec::with_capacity(1 << 20);
         let mut at = 0;
         while at < len {
@@ -147,7 +142,13 @@ struct Quiet;
 impl Protocol for Quiet {}
 
 fn received() -> Shared {
-    Rc::new(RefCell::new(Received { handle: None, bytes: 0, sum: Fnv::new(), eof: false, lost: false }))
+    Rc::new(RefCell::new(Received {
+        handle: None,
+        bytes: 0,
+        sum: Fnv::new(),
+        eof: false,
+        lost: false,
+    }))
 }
 
 /// A TCP server on 127.0.0.1 whose connections checksum what they receive; the list
@@ -388,7 +389,8 @@ fn a_protocol_sends_a_file_from_a_callback() {
     let mut lp = Loop::new().unwrap();
     let (endpoint, all) = tcp_receiver(&mut lp, false);
     let outcome = Rc::new(RefCell::new(None));
-    let proto = CallbackSender { file: Some(tmp.file.try_clone().unwrap()), outcome: outcome.clone() };
+    let proto =
+        CallbackSender { file: Some(tmp.file.try_clone().unwrap()), outcome: outcome.clone() };
     lp.create_connection(endpoint, Box::new(proto)).unwrap();
     let a = all.clone();
     lp.run_until_timeout(move || a.borrow().first().is_some_and(|s| s.borrow().eof), LIMIT)
@@ -485,10 +487,7 @@ mod tls {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        (
-            TlsServer::new(Arc::new(server)),
-            TlsClient::new(Arc::new(client), "localhost").unwrap(),
-        )
+        (TlsServer::new(Arc::new(server)), TlsClient::new(Arc::new(client), "localhost").unwrap())
     }
 
     #[test]
