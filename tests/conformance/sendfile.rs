@@ -4,7 +4,8 @@
 //! flow-controlled fallback elsewhere (the harness, TLS) or when forced.
 //!
 //! The file comes from [`Driver::sendfile_file`](crate::driver::Driver::sendfile_file): a
-//! temporary file on the poll loop, a `MemFile` on the harness; a driver without one
+//! temporary file on the poll loop, a `MemFile` on the harness (whose links do zero-copy
+//! with the same seeded partial sends as writes); a driver without one
 //! prints `SKIPPED (why)` for the zero-copy scenario. The fallback needs nothing of the
 //! driver (the core reads the file and writes it with flow control), so the forced
 //! fallback runs everywhere, from an in-memory file where the driver has none.

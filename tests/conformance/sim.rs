@@ -160,6 +160,7 @@ impl Driver for Sim {
             .max_read(40 * 1024)
             .keep_data(false)
             .max_write_buffer(512 * 1024)
+            .zero_copy_sendfile(true)
             .max_steps(STEP_LIMIT);
         Sim { sim: Harness::with_config(Instant::now(), config), next_port: 1, procs: None }
     }
