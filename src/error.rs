@@ -53,6 +53,10 @@ pub enum WriteError {
         /// The address given.
         given: String,
     },
+    /// A sendfile is in progress on this transport (asyncio's `RuntimeError('unable to
+    /// write; sendfile is in progress')`): write again after `sendfile_completed`.
+    #[error("cannot write: a sendfile is in progress; write after sendfile_completed")]
+    SendfileInProgress,
     /// `sendto` without an address on an unconnected datagram transport.
     #[error("an address is required: this datagram transport is not connected")]
     AddressRequired,
@@ -89,6 +93,10 @@ pub enum HandleError {
     /// protocol swap is pending.
     #[error("not allowed now: {0}")]
     InvalidState(&'static str),
+    /// A sendfile is in progress on the transport and the call would disturb it
+    /// (`write_eof`): call again after `sendfile_completed`.
+    #[error("a sendfile is in progress on this transport; call again after sendfile_completed")]
+    SendfileInProgress,
 }
 
 /// `set_write_buffer_limits(high, low)` was refused (asyncio's `ValueError`).

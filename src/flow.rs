@@ -54,6 +54,9 @@ pub struct FlowControl {
     pulse: bool,
     /// The connection is gone: the size no longer moves the state.
     frozen: bool,
+    /// Edges are held back (a sendfile fallback owns the transport's writes), and
+    /// whether a whole episode was owed when the hold began.
+    held: Option<bool>,
 }
 
 impl FlowControl {
@@ -67,6 +70,7 @@ impl FlowControl {
             view_paused: false,
             pulse: false,
             frozen: false,
+            held: None,
         }
     }
 
@@ -153,7 +157,7 @@ impl FlowControl {
 
     /// True when [`poll_edge`](Self::poll_edge) would return a callback.
     pub fn has_edge(&self) -> bool {
-        self.view_paused != self.paused || self.pulse
+        self.held.is_none() && (self.view_paused != self.paused || self.pulse)
     }
 
     /// The next flow-control callback to deliver, bringing the protocol's view one step
@@ -180,6 +184,28 @@ impl FlowControl {
     pub fn reset_view(&mut self) {
         self.view_paused = false;
         self.pulse = false;
+    }
+
+    /// Holds every edge back until [`release`](Self::release): the state still follows
+    /// the size (so `is_writing_paused()` stays true to the buffer), but the protocol is
+    /// told nothing. asyncio's sendfile fallback swaps in `_SendfileFallbackProtocol`,
+    /// which takes the pause/resume calls meant for the user's protocol (spec §10.53).
+    /// Idempotent.
+    pub fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(self.pulse);
+        }
+    }
+
+    /// Ends a [`hold`](Self::hold): the protocol's view is handed back as it was, and
+    /// only the difference to the current state is delivered — `resume_writing` if it
+    /// was paused and the buffer drained meanwhile, `pause_writing` if it was not and the
+    /// buffer is above the mark now. Whole episodes that began and ended during the hold
+    /// are not owed (they were the fallback's); one owed before the hold still is.
+    pub fn release(&mut self) {
+        if let Some(pulse) = self.held.take() {
+            self.pulse = pulse;
+        }
     }
 
     /// When the connection is gone (abort, fatal error, close): the size no longer moves

@@ -4,6 +4,7 @@ use std::io::{self, IoSlice};
 
 use crate::Handle;
 use crate::datagram::{DatagramAddr, RecvMeta};
+use crate::stream::SendfileSource;
 
 /// What the core asks of the driver's sockets. A driver implements it over **its socket
 /// table only** (never over the struct that also holds the registry, or the borrows
@@ -68,6 +69,34 @@ pub trait Io {
     /// `Unsupported`.
     fn try_recv_from(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<RecvMeta> {
         let _ = (h, buf);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// True when [`try_sendfile`](Io::try_sendfile) can move file bytes to `h` without
+    /// copying them through user space (a plain TCP or Unix socket). Asked once, when a
+    /// sendfile starts; `false` (the default) makes the transport use the read-and-write
+    /// fallback, or refuse with [`SendfileError::NotAvailable`](crate::stream::SendfileError::NotAvailable)
+    /// when the caller denied it.
+    fn sendfile_supported(&mut self, h: Handle) -> bool {
+        let _ = h;
+        false
+    }
+
+    /// Sends up to `count` bytes of `file`, starting at `offset`, to `h` (`sendfile(2)`):
+    /// how many went out. `Ok(0)` means the file ends at `offset`. The core calls it only
+    /// after [`sendfile_supported`](Io::sendfile_supported) said yes and while nothing is
+    /// queued on the transport; `WouldBlock` waits for writability like
+    /// [`try_send`](Io::try_send). The driver finds its file in `file` (usually by
+    /// [`SendfileSource::as_any`] and a downcast to its own type); the file position is not
+    /// used. The default refuses with `Unsupported`.
+    fn try_sendfile(
+        &mut self,
+        h: Handle,
+        file: &dyn SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let _ = (h, file, offset, count);
         Err(io::ErrorKind::Unsupported.into())
     }
 }

@@ -313,6 +313,10 @@
 //! | `start_tls` on a transport paused for writing: the SSL protocol later gets `resume_writing` without a pause and asserts (gh-109051, uvloop#564) | the engine's first flow callback is `pause_writing` (the protocol swap's rule), `resume_writing` follows when the transport drains |
 //! | `start_tls` takes no bytes already read: what a protocol read past the upgrade point cannot be handed over | `Ctx::start_tls(h, engine, received)` feeds `received` to the engine first |
 //! | `await start_tls(...)` returns the new transport to the caller; the protocol object, unchanged, saw `connection_made` once | the app protocol (a new object) receives `connection_made` with its new transport; a controlling protocol on another transport also hears `request_completed`; the drivers' `Loop::start_tls` returns the transport |
+//! | `loop.sendfile` swaps in `_SendfileFallbackProtocol` and pauses reading (zero-copy and fallback alike) | the protocol stays and keeps reading; during the fallback its `pause_writing` / `resume_writing` are held back and its view is handed back at the end (`resume_writing` if it was paused and the buffer drained, `pause_writing` if it was not and the buffer is above high) — [`stream`] sendfile docs |
+//! | `write_eof()` during a sendfile is not checked (it shuts the socket down under the send) | `Ctx::write_eof` fails with `HandleError::SendfileInProgress` |
+//! | `close()` during a sendfile: the awaiting coroutine sees whatever the socket does next | the sendfile ends at once with `SendfileError::Closed { sent }` (before `connection_lost`), and what the fallback queued is still flushed |
+//! | the fallback reads 16 KiB blocks | 64 KiB blocks ([`stream::SENDFILE_CHUNK`]); the buffer stays within high water plus one block |
 //!
 //! `tests/asyncio_diff.rs` replays 341 scripts recorded from CPython 3.13's real
 //! `_SelectorSocketTransport` and checks every step against aioport, applying exactly these

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::stream::SendfileError;
 use crate::{ConnectionError, Ctx, DatagramAddr, ProtocolError, StreamHandle};
 
 /// The result of a protocol callback. An `Err` is fatal for the connection from
@@ -123,6 +124,20 @@ pub trait Protocol {
         outcome: Result<StreamHandle, ConnectionError>,
     ) -> CallbackResult {
         let _ = (ctx, id, outcome);
+        Ok(())
+    }
+
+    /// A sendfile this protocol started with [`Ctx::sendfile`] on transport `h` ended:
+    /// the bytes sent, or why it stopped. Delivered before `h`'s `connection_lost` when
+    /// `h` is this protocol's own transport and it closed during the sendfile. An `Err`
+    /// returned here goes to the loop's error hook; the transport continues.
+    fn sendfile_completed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: StreamHandle,
+        outcome: Result<u64, SendfileError>,
+    ) -> CallbackResult {
+        let _ = (ctx, h, outcome);
         Ok(())
     }
 
@@ -266,6 +281,14 @@ impl<P: Protocol + ?Sized> Protocol for Box<P> {
         outcome: Result<StreamHandle, ConnectionError>,
     ) -> CallbackResult {
         (**self).request_completed(ctx, id, outcome)
+    }
+    fn sendfile_completed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: StreamHandle,
+        outcome: Result<u64, SendfileError>,
+    ) -> CallbackResult {
+        (**self).sendfile_completed(ctx, h, outcome)
     }
     fn handle_wake(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         (**self).handle_wake(ctx)

@@ -227,3 +227,36 @@ fn exhaustive_small_range() {
         }
     }
 }
+
+#[test]
+fn held_edges_hand_back_only_the_difference() {
+    // spec §10.53: a sendfile fallback takes the edges of its own writes; the protocol
+    // then hears only how the state differs from what it was told.
+    let mut fc = FlowControl::new(limits(4, 1));
+    fc.hold();
+    for _ in 0..3 {
+        fc.check(9);
+        fc.check(0);
+    }
+    assert!(!fc.has_edge());
+    assert_eq!(drain(&mut fc), []);
+    fc.check(9);
+    fc.release();
+    assert_eq!(drain(&mut fc), [FlowEdge::Pause], "paused now, not before: one pause");
+
+    // A protocol paused before the hold gets its resume once the buffer drained.
+    fc.hold();
+    fc.check(0);
+    fc.check(9);
+    fc.check(0);
+    fc.release();
+    assert_eq!(drain(&mut fc), [FlowEdge::Resume]);
+
+    // An episode owed before the hold is still owed after it.
+    fc.check(9);
+    fc.check(0);
+    fc.hold();
+    assert_eq!(drain(&mut fc), []);
+    fc.release();
+    assert_eq!(drain(&mut fc), [FlowEdge::Pause, FlowEdge::Resume]);
+}

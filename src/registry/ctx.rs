@@ -9,7 +9,7 @@ use super::transport::{AnyProtocol, Common, Transport, TransportKind};
 use super::{Endpoint, LoopError};
 use crate::ProtocolError;
 use crate::datagram::DatagramAddr;
-use crate::stream::StreamKind;
+use crate::stream::{SendfileError, SendfileFallback, SendfileSource, StreamKind};
 use crate::{
     AnyStreamHandle, ConnectionError, DatagramHandle, DatagramProtocol, DriverError, Extra,
     FlowHandle, Handle, HandleError, Io, LimitsError, Protocol, ReadHandle, ReadPipeHandle,
@@ -217,6 +217,7 @@ impl<'a> Ctx<'a> {
     /// half-close (`can_write_eof()` is false: TLS 1.2), refused at the call as asyncio's
     /// SSL transport raises `NotImplementedError`. The transport is unchanged then: what
     /// was written is still sent, and `close()` ends the connection.
+    /// [`HandleError::SendfileInProgress`] while a sendfile runs on `h`.
     pub fn write_eof<H: WriteHandle>(&mut self, h: H) -> Result<(), HandleError> {
         let t = self.checked(h.into(), H::KIND)?.stream_ref();
         if t.is_some_and(|t| t.kind() == StreamKind::Socket && !t.can_write_eof()) {
@@ -225,7 +226,54 @@ impl<'a> Ctx<'a> {
                 found: "connection without half-close (TLS 1.2; use close())",
             });
         }
-        self.act(h, |t, io, pool| t.write_eof(io, pool))
+        self.act(h, |t, io, pool| {
+            if t.is_sendfile_in_progress() {
+                return Err(HandleError::SendfileInProgress);
+            }
+            t.write_eof(io, pool);
+            Ok(())
+        })?
+    }
+
+    /// Sends `count` bytes of `file` from `offset` through `h` (asyncio's
+    /// `loop.sendfile(transport, file, offset, count, fallback)`; `count` `None`: to the
+    /// end of the file): zero-copy where the driver can ([`Io::sendfile_supported`]),
+    /// otherwise — or with [`SendfileFallback::Force`] — by reading chunks of the file
+    /// and writing them with flow control (the buffer stays within the high-water mark
+    /// plus one chunk). What was queued before goes first. Until the sendfile ends,
+    /// writes to `h` fail with [`WriteError::SendfileInProgress`] and `write_eof` with
+    /// [`HandleError::SendfileInProgress`]; during the fallback `h`'s protocol hears no
+    /// `pause_writing` / `resume_writing` of its own (its view is handed back at the
+    /// end). See [`stream::SendfileSource`](crate::stream::SendfileSource) for the
+    /// file side.
+    ///
+    /// The outcome — bytes sent, or why it stopped (close, abort, a failure) — goes to
+    /// this protocol's [`sendfile_completed`](Protocol::sendfile_completed); started
+    /// outside a callback ([`Registry::enter`](crate::Registry::enter), a closure), it
+    /// goes to the driver ([`Registry::poll_sendfile_done`](crate::Registry::poll_sendfile_done)).
+    ///
+    /// # Errors
+    ///
+    /// [`SendfileError`]: a zero `count`, a sendfile already in progress, a closing
+    /// transport, no zero-copy with [`SendfileFallback::Deny`], or a stale handle.
+    pub fn sendfile<H: WriteHandle>(
+        &mut self,
+        h: H,
+        file: Box<dyn SendfileSource>,
+        offset: u64,
+        count: Option<u64>,
+        fallback: SendfileFallback,
+    ) -> Result<(), SendfileError> {
+        let requester = self.this;
+        self.act(h, |t, io, pool| {
+            // The requester is set after the start: a sendfile finished at once is
+            // reported when the registry serves the transport, not before.
+            let started = t.start_sendfile(file, offset, count, fallback, io, pool);
+            if started.is_ok() {
+                t.set_sendfile_requester(requester);
+            }
+            started
+        })?
     }
 
     /// True when `write_eof` is supported.

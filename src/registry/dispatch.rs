@@ -8,10 +8,11 @@ use super::state::{Closure, Core, Entry, NO_HANDLE, Notice, READ_BUFFER_SIZE, pa
 use super::transport::{AnyProtocol, Transport};
 use super::{LoopError, Trace};
 use crate::datagram::{DatagramCallback, DatagramRead};
-use crate::stream::{ReadOutcome, StreamCallback, StreamKind};
+use crate::stream::{ReadOutcome, SendfileDone, SendfileError, StreamCallback, StreamKind};
 use crate::subprocess::SubprocessCallback;
 use crate::{
     CallbackResult, ConnectionError, Ctx, DriverError, Handle, Io, Protocol, ProtocolError,
+    StreamHandle, StreamTransport,
 };
 
 /// The next callback of a slot, whatever its kind.
@@ -68,6 +69,8 @@ impl Core {
                 self.serve(index, io);
             } else if let Some(n) = self.notices.pop_front() {
                 self.deliver_notice(n, io);
+            } else if let Some((requester, done)) = self.sendfile_notices.pop_front() {
+                self.deliver_sendfile_done(requester, done, io);
             } else {
                 break;
             }
@@ -87,6 +90,13 @@ impl Core {
             }
             if entry.swap.is_some() {
                 self.apply_swap(h, io);
+                continue;
+            }
+            if let Some((requester, outcome)) =
+                entry.stream().and_then(StreamTransport::take_sendfile_done)
+            {
+                let requester = requester.unwrap_or(NO_HANDLE);
+                self.sendfile_finished(h, requester, outcome, io);
                 continue;
             }
             let Ok(entry) = self.entry_mut(h) else { return };
@@ -350,6 +360,37 @@ impl Core {
         let r =
             self.invoke(h, io, Some(Trace::Wake), |p, ctx| on_stream(p, |p| p.handle_wake(ctx)));
         self.settle(h, "handle_wake", r, true, io);
+    }
+
+    /// A sendfile on `h` ended: its requester hears it — at once when that is `h`'s own
+    /// protocol (before a `connection_lost` that may follow), after the current
+    /// transport's callbacks for another protocol, through the driver's queue when it
+    /// was started outside a callback.
+    fn sendfile_finished(
+        &mut self,
+        h: Handle,
+        requester: Handle,
+        outcome: Result<u64, SendfileError>,
+        io: &mut dyn Io,
+    ) {
+        let done = SendfileDone { handle: h, outcome };
+        if requester == NO_HANDLE {
+            self.sendfile_done.push_back(done);
+        } else if requester == h {
+            self.deliver_sendfile_done(h, done, io);
+        } else {
+            self.sendfile_notices.push_back((requester, done));
+        }
+    }
+
+    fn deliver_sendfile_done(&mut self, requester: Handle, done: SendfileDone, io: &mut dyn Io) {
+        let SendfileDone { handle, outcome } = done;
+        let handle = StreamHandle::from_handle(handle);
+        let trace = Trace::SendfileCompleted(handle, outcome.as_ref().map(|n| *n));
+        let r = self.invoke(requester, io, Some(trace), |p, ctx| {
+            on_stream(p, |p| p.sendfile_completed(ctx, handle, outcome.clone()))
+        });
+        self.settle(requester, "sendfile_completed", r, false, io);
     }
 
     fn deliver_notice(&mut self, n: Notice, io: &mut dyn Io) {

@@ -148,6 +148,8 @@ pub enum Trace<'a> {
     /// the callbacks that follow go to it. Its pause/resume alternation starts afresh (it
     /// first receives `pause_writing` if the transport is paused, gh-109051).
     ProtocolSwapped,
+    /// `sendfile_completed` for a sendfile on this transport.
+    SendfileCompleted(StreamHandle, Result<u64, &'a crate::stream::SendfileError>),
 }
 
 /// A tracer: observes each callback just before it is delivered.
@@ -498,6 +500,16 @@ impl Registry {
     #[must_use]
     pub fn poll_error(&mut self) -> Option<LoopError> {
         self.core.poll_error()
+    }
+
+    /// The next sendfile that ended among those started outside a protocol callback
+    /// (through [`enter`](Self::enter) or a closure: [`Ctx::sendfile`]): the transport and
+    /// the bytes sent, or why it stopped. A driver's blocking `sendfile` helper waits for
+    /// its handle here; sendfiles started by a protocol are reported to it instead
+    /// ([`Protocol::sendfile_completed`](crate::Protocol::sendfile_completed)).
+    #[must_use]
+    pub fn poll_sendfile_done(&mut self) -> Option<crate::stream::SendfileDone> {
+        self.core.sendfile_done.pop_front()
     }
 
     /// Errors dropped because nobody read [`poll_error`](Self::poll_error).

@@ -9,7 +9,7 @@ use std::time::Instant;
 pub(crate) use super::transport::{AnyProtocol, Transport};
 use super::{Endpoint, LoopError, Request, Tracer};
 use crate::datagram::{DatagramAddr, DatagramTransport};
-use crate::stream::StreamKind;
+use crate::stream::{SendfileDone, StreamKind};
 use crate::{
     ConnectionError, Ctx, DriverError, Extra, Handle, HandleError, Interest, Io, Protocol,
     RequestId, SendPool, StreamHandle, StreamTransport,
@@ -125,6 +125,12 @@ pub(crate) struct Core {
     pub(crate) seq: u64,
     pub(super) requests: VecDeque<Request>,
     pub(super) notices: VecDeque<Notice>,
+    /// Finished sendfiles whose requesting protocol hears `sendfile_completed`: (who
+    /// asked, the outcome).
+    pub(super) sendfile_notices: VecDeque<(Handle, SendfileDone)>,
+    /// Finished sendfiles started outside a callback: for the driver
+    /// (`Registry::poll_sendfile_done`).
+    pub(super) sendfile_done: VecDeque<SendfileDone>,
     pub(super) errors: VecDeque<LoopError>,
     pub(super) errors_dropped: u64,
     pub(super) read_buf: Vec<u8>,
@@ -150,6 +156,8 @@ impl Core {
             seq: 0,
             requests: VecDeque::new(),
             notices: VecDeque::new(),
+            sendfile_notices: VecDeque::new(),
+            sendfile_done: VecDeque::new(),
             errors: VecDeque::new(),
             errors_dropped: 0,
             read_buf: Vec::new(),
@@ -461,11 +469,18 @@ impl Core {
             return None;
         }
         let entry = slot.entry.as_mut()?;
+        let served = entry.sink.is_some();
         let io: &mut dyn Io = match entry.sink.as_deref_mut() {
             Some(sink) => sink,
             None => ext,
         };
         let r = f(&mut entry.transport, io, &mut self.pool);
+        if served && let Transport::Stream(t) = &mut entry.transport {
+            // A served transport's buffer also drains when its serving protocol hands
+            // the bytes it holds on (`set_served_pending`): a sendfile fallback in
+            // progress moves on then. (A driver's transport moves on in `on_writable`.)
+            t.pump_sendfile(io, &mut self.pool);
+        }
         self.touch(h.index());
         Some(r)
     }

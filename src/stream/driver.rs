@@ -3,7 +3,7 @@
 
 use std::io::{self, IoSlice};
 
-use super::{ReadOutcome, StreamKind, StreamTransport, is_transient};
+use super::{ReadOutcome, Serving, StreamKind, StreamTransport, is_transient};
 use crate::{ConnectionError, DriverError, Extra, Interest, Io, SendPool};
 
 impl StreamTransport {
@@ -17,7 +17,7 @@ impl StreamTransport {
             StreamKind::WritePipe => true,
             _ => self.delivering_reads() && !self.peer_eof && self.inbound.is_empty(),
         };
-        Interest { read, write: !self.queue.is_empty() }
+        Interest { read, write: !self.queue.is_empty() || self.wants_sendfile_write() }
     }
 
     /// Reads once through [`Io::try_recv`] into `buf` if the transport wants to read. On
@@ -119,6 +119,7 @@ impl StreamTransport {
     pub fn on_writable(&mut self, io: &mut dyn Io, pool: &mut SendPool) -> Result<(), DriverError> {
         self.check_open()?;
         self.flush(io, pool);
+        self.pump_sendfile(io, pool);
         Ok(())
     }
 
@@ -138,7 +139,10 @@ impl StreamTransport {
     ) -> Result<(), DriverError> {
         self.check_open()?;
         // The serving side ended: nothing more to wait for.
-        self.served = false;
+        self.serving = match self.serving {
+            Serving::SinkClosed | Serving::Ended => Serving::Ended,
+            Serving::Served | Serving::Driver => Serving::Driver,
+        };
         self.lose(reason, true, io, pool);
         Ok(())
     }
@@ -210,6 +214,7 @@ impl StreamTransport {
         }
         self.queue.consume(n, pool);
         self.after_progress(io, pool);
+        self.pump_sendfile(io, pool);
         Ok(())
     }
 

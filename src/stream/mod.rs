@@ -33,10 +33,12 @@ use crate::{
 
 mod driver;
 mod pipe;
+mod sendfile;
 #[cfg(test)]
 mod tests;
 
 pub use pipe::{ReadPipeTransport, WritePipeTransport};
+pub use sendfile::{SENDFILE_CHUNK, SendfileDone, SendfileError, SendfileFallback, SendfileSource};
 
 /// How many `IoSlice`s one vectored send offers when the core flushes a queue itself. A
 /// batch size, not IOV_MAX: a flush loops until the queue is empty or the socket refuses.
@@ -138,10 +140,11 @@ pub struct StreamTransport {
     /// Served by another slot's protocol (DESIGN.md §3): a graceful close hands the sink
     /// `Io::close`, and the connection is lost only when the serving side reports it
     /// ended ([`handle_closed`](Self::handle_closed)) — a TLS connection is lost once its
-    /// shutdown finished.
-    served: bool,
-    /// The sink was closed; the serving side has not reported the end yet.
-    sink_closed: bool,
+    /// shutdown finished. One byte for what were two flags (`served`, `sink_closed`), so
+    /// the transport keeps its size budget with the sendfile pointer below.
+    serving: Serving,
+    /// A sendfile in progress, or finished with its outcome not yet taken.
+    sendfile: Option<Box<sendfile::Sendfile>>,
     extra: Extra,
 }
 
@@ -167,8 +170,8 @@ impl StreamTransport {
             peer_eof: false,
             eof_delivered: false,
             half_close: true,
-            served: false,
-            sink_closed: false,
+            serving: Serving::Driver,
+            sendfile: None,
             extra,
         }
     }
@@ -271,19 +274,28 @@ impl StreamTransport {
     /// As [`write`](Self::write).
     pub fn write_slice(
         &mut self,
-        mut data: &[u8],
+        data: &[u8],
         io: &mut dyn Io,
         pool: &mut SendPool,
     ) -> Result<(), WriteError> {
         self.admit_write(data.len())?;
+        if let Err(e) = self.write_unchecked(data, io, pool) {
+            self.fail(e, io, pool);
+        }
+        Ok(())
+    }
+
+    /// `write_slice` without its guards: sends what the socket takes while nothing is
+    /// queued, queues a copy of the rest. The sendfile fallback writes through it.
+    fn write_unchecked(
+        &mut self,
+        mut data: &[u8],
+        io: &mut dyn Io,
+        pool: &mut SendPool,
+    ) -> Result<(), ConnectionError> {
         if self.queue.is_empty() && !data.is_empty() {
-            match self.send_now(data, io) {
-                Ok(n) => data = &data[n..],
-                Err(e) => {
-                    self.fail(e, io, pool);
-                    return Ok(());
-                }
-            }
+            let n = self.send_now(data, io)?;
+            data = &data[n..];
         }
         if !data.is_empty() {
             self.queue.push_slice(data, pool);
@@ -324,10 +336,12 @@ impl StreamTransport {
         self.flow.admit(self.queue.len(), len)
     }
 
-    /// Refuses a write once closing, lost or after `write_eof`.
+    /// Refuses a write during a sendfile, once closing, lost or after `write_eof`.
     #[inline]
     fn admit_state(&self) -> Result<(), WriteError> {
-        if self.lifecycle.is_close_requested() {
+        if self.is_sendfile_in_progress() {
+            Err(WriteError::SendfileInProgress)
+        } else if self.lifecycle.is_close_requested() {
             Err(WriteError::Closing)
         } else if self.lifecycle.is_lost() {
             Err(WriteError::Closed)
@@ -349,9 +363,10 @@ impl StreamTransport {
     /// after the flush (spec §4.4). Reading continues on a socket. A no-op without
     /// half-close ([`set_half_close`](Self::set_half_close)): the queue is never followed
     /// by a shutdown the connection cannot do ([`Ctx::write_eof`](crate::Ctx::write_eof)
-    /// refuses the call).
+    /// refuses the call). During a sendfile the shutdown (or the pipe's close) waits for
+    /// the sendfile to finish (`Ctx::write_eof` refuses instead).
     pub fn write_eof(&mut self, io: &mut dyn Io, pool: &mut SendPool) {
-        if self.kind == StreamKind::WritePipe {
+        if self.kind == StreamKind::WritePipe && !self.is_sendfile_in_progress() {
             return self.close(io, pool);
         }
         if self.lifecycle.is_closing()
@@ -388,6 +403,7 @@ impl StreamTransport {
         if !self.lifecycle.start_closing() || self.lifecycle.is_lost() {
             return;
         }
+        self.end_sendfile(None);
         self.release_inbound();
         if self.queue.is_empty() {
             self.lose(None, true, io, pool);
@@ -623,6 +639,14 @@ impl StreamTransport {
         if self.lifecycle.is_lost() {
             return;
         }
+        if self.is_sendfile_in_progress() {
+            // A `write_eof` waits for the sendfile (`finish_sendfile` comes back here).
+            return;
+        }
+        if self.eof_requested && self.kind == StreamKind::WritePipe {
+            // `write_eof` on a write pipe during a sendfile: the close it means.
+            return self.close(io, pool);
+        }
         if self.lifecycle.is_close_requested() {
             self.lose(None, true, io, pool);
         } else if self.eof_requested && !self.shutdown_done {
@@ -648,22 +672,23 @@ impl StreamTransport {
         if self.lifecycle.is_lost() {
             return;
         }
+        self.end_sendfile(reason.clone());
         // Edges that already happened are still delivered (a close flush that drained
         // below low water owes a resume); dropping the queue must not cause a new one.
         self.flow.freeze();
         self.queue.clear(pool);
         self.flow.set_external_pending(0, 0);
         self.release_inbound();
-        if !self.sink_closed {
+        if !self.serving.sink_closed() {
             if graceful {
                 io.close(self.handle);
             } else {
                 io.abort(self.handle);
             }
         }
-        if graceful && self.served && !self.sink_closed {
+        if graceful && self.serving == Serving::Served {
             // Lost when the serving side says so (`handle_closed`).
-            self.sink_closed = true;
+            self.serving = Serving::SinkClosed;
             return;
         }
         self.lifecycle.set_lost(reason);
@@ -671,11 +696,31 @@ impl StreamTransport {
 
     /// Marks this transport as served by another slot's protocol (see `served`).
     pub(crate) fn set_served(&mut self) {
-        self.served = true;
+        self.serving = Serving::Served;
     }
 
     fn release_inbound(&mut self) {
         self.inbound = Vec::new();
+    }
+}
+
+/// Who serves a transport's I/O, and how far its sink got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// The external driver (or the serving side already reported the end, the sink
+    /// still open).
+    Driver,
+    /// Another slot's protocol, the sink open.
+    Served,
+    /// Another slot's protocol; the sink was closed and the end is not reported yet.
+    SinkClosed,
+    /// The serving side reported the end after the sink was closed.
+    Ended,
+}
+
+impl Serving {
+    fn sink_closed(self) -> bool {
+        matches!(self, Serving::SinkClosed | Serving::Ended)
     }
 }
 

@@ -109,16 +109,20 @@
 //! `examples/test_your_protocol.rs` is the same walk-through as a program.
 
 mod dgram;
+mod memfile;
 pub mod model;
 mod net;
 mod process;
 mod rng;
 mod scripted;
+#[cfg(test)]
+mod sendfile_tests;
 mod sim;
 #[cfg(test)]
 mod tests;
 mod transcript;
 
+pub use memfile::MemFile;
 pub use process::ProcessSim;
 pub use rng::Rng;
 pub use scripted::Scripted;

@@ -109,6 +109,8 @@ pub(crate) struct Faults {
     pub(crate) latency: Duration,
     pub(crate) capacity: usize,
     pub(crate) corrupt_percent: u8,
+    /// Stream links do zero-copy sendfile (`Io::sendfile_supported`).
+    pub(crate) zero_copy: bool,
 }
 
 /// The harness's socket table.
@@ -315,6 +317,28 @@ impl Io for Net {
         let (link, side) = self.locate(h)?;
         self.links[link].dirs[side].eof = true;
         Ok(())
+    }
+
+    fn sendfile_supported(&mut self, h: Handle) -> bool {
+        self.faults.zero_copy && self.locate(h).is_ok()
+    }
+
+    /// Zero-copy as the kernel does it: the file's bytes go into the link like a send,
+    /// with the same faults (partial sends, refusals, a full buffer, resets).
+    fn try_sendfile(
+        &mut self,
+        h: Handle,
+        file: &dyn crate::stream::SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let (link, side) = self.locate(h)?;
+        let mut buf = vec![0; count.min(self.faults.capacity)];
+        let n = file.read_at(offset, &mut buf)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.send(link, side, &[IoSlice::new(&buf[..n])])
     }
 
     fn close(&mut self, h: Handle) {

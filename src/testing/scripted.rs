@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::transcript::{Checker, Event, Recorder, SharedRecorder, record};
+use crate::stream::{SendfileDone, SendfileSource};
 use crate::{Ctx, Extra, Handle, Interest, Io, Protocol, Registry, StreamHandle, StreamTransport};
 
 /// What the scripted socket answers to the next `try_send`.
@@ -36,9 +37,42 @@ struct ScriptIo {
     send_calls: usize,
     shutdown: bool,
     closed: bool,
+    /// `Io::sendfile_supported`: the socket does zero-copy sendfile.
+    zero_copy: bool,
+    sendfile_calls: usize,
 }
 
 impl Io for ScriptIo {
+    fn sendfile_supported(&mut self, _: Handle) -> bool {
+        self.zero_copy
+    }
+
+    /// A zero-copy send answers from the same script as `try_send`; the bytes "sent"
+    /// are read from the file, as the kernel would.
+    fn try_sendfile(
+        &mut self,
+        _: Handle,
+        file: &dyn SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        self.sendfile_calls += 1;
+        let step = self.sends.pop_front().unwrap_or(if self.accept_rest {
+            Send::Accept(usize::MAX)
+        } else {
+            Send::WouldBlock
+        });
+        let n = match step {
+            Send::Accept(n) => n.min(count),
+            Send::WouldBlock => return Err(ErrorKind::WouldBlock.into()),
+            Send::Fail(kind) => return Err(kind.into()),
+        };
+        let mut buf = vec![0; n.min(1 << 20)];
+        let n = file.read_at(offset, &mut buf)?;
+        self.sent.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
     fn try_send(&mut self, _: Handle, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.send_calls += 1;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -160,6 +194,8 @@ impl Scripted {
             send_calls: 0,
             shutdown: false,
             closed: false,
+            zero_copy: false,
+            sendfile_calls: 0,
         };
         let mut s = Scripted { reg, io, h, now, rec, checker: Checker::default(), seen: 0 };
         script(&mut s);
@@ -199,6 +235,14 @@ impl Scripted {
     pub fn send_accepts_all(&mut self) -> &mut Self {
         self.io.sends.clear();
         self.io.accept_rest = true;
+        self
+    }
+
+    /// Whether the socket does zero-copy sendfile ([`Io::sendfile_supported`]; off by
+    /// default, so a sendfile uses the fallback). Zero-copy sends answer from the same
+    /// script as `try_send` and read what they send from the file.
+    pub fn set_zero_copy(&mut self, on: bool) -> &mut Self {
+        self.io.zero_copy = on;
         self
     }
 
@@ -303,6 +347,18 @@ impl Scripted {
     /// How many times `try_send` was called.
     pub fn send_calls(&self) -> usize {
         self.io.send_calls
+    }
+
+    /// The outcome of a sendfile started through [`enter`](Self::enter) that ended
+    /// (one started by the protocol is in its transcript instead:
+    /// [`Event::Sendfile`]).
+    pub fn poll_sendfile_done(&mut self) -> Option<SendfileDone> {
+        self.reg.poll_sendfile_done()
+    }
+
+    /// How many times `Io::try_sendfile` was called (zero-copy sends).
+    pub fn sendfile_calls(&self) -> usize {
+        self.io.sendfile_calls
     }
 
     /// The transport, read-only (`None` once removed after `connection_lost`).

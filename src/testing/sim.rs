@@ -50,6 +50,7 @@ impl SimConfig {
                 latency: Duration::ZERO,
                 capacity: 256 * 1024,
                 corrupt_percent: 0,
+                zero_copy: false,
             },
             dgram: DgramFaults::default(),
             keep_data: true,
@@ -111,6 +112,14 @@ impl SimConfig {
     /// mark.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.faults.capacity = bytes.max(1);
+        self
+    }
+
+    /// Stream links do zero-copy sendfile: a `Ctx::sendfile` moves the file's bytes into
+    /// the link through `Io::try_sendfile`, with the same faults as sends (off by
+    /// default: the core's read-and-write fallback).
+    pub fn zero_copy_sendfile(mut self, on: bool) -> Self {
+        self.faults.zero_copy = on;
         self
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
+use crate::stream::SendfileError;
 use crate::{ConnectionError, DatagramAddr, Handle, Registry, RequestId, StreamHandle, Trace};
 
 /// One callback delivered to a protocol, as recorded in a transcript.
@@ -42,6 +43,8 @@ pub enum Event {
     PipeLost(u32, Option<ConnectionError>),
     /// `process_exited` (subprocesses).
     Exited,
+    /// `sendfile_completed` for a sendfile through this transport.
+    Sendfile(StreamHandle, Result<u64, SendfileError>),
 }
 
 impl Event {
@@ -76,6 +79,8 @@ impl fmt::Display for Event {
             Event::PipeLost(fd, None) => write!(f, "pipe_connection_lost({fd}, None)"),
             Event::PipeLost(fd, Some(e)) => write!(f, "pipe_connection_lost({fd}, {e})"),
             Event::Exited => f.write_str("process_exited"),
+            Event::Sendfile(h, Ok(n)) => write!(f, "sendfile_completed({h:?}, Ok({n}))"),
+            Event::Sendfile(h, Err(e)) => write!(f, "sendfile_completed({h:?}, Err({e}))"),
         }
     }
 }
@@ -118,6 +123,7 @@ pub(crate) fn record(reg: &mut Registry, rec: &SharedRecorder) {
             Trace::PipeDataReceived(fd, d) => Event::PipeData(fd, d.to_vec()),
             Trace::PipeConnectionLost(fd, e) => Event::PipeLost(fd, e.cloned()),
             Trace::ProcessExited => Event::Exited,
+            Trace::SendfileCompleted(sh, r) => Event::Sendfile(sh, r.map_err(Clone::clone)),
             // Trace is non-exhaustive for users; every variant the core emits is above.
             #[allow(unreachable_patterns)]
             _ => return,

@@ -131,6 +131,17 @@ pub trait Driver {
         let _ = (protocol, program, stdio);
         Err(format!("the {} driver has no subprocesses", Self::NAME))
     }
+
+    /// A file holding `data`, as this driver sends files with `Ctx::sendfile` (zero-copy
+    /// where it can). `Err(why)` when the driver has no sendfile support of its own (the
+    /// scenario prints `SKIPPED (why)`).
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        let _ = data;
+        Err(format!("the {} driver has no zero-copy sendfile (not yet)", Self::NAME))
+    }
 }
 
 /// What a child of a subprocess scenario does: portable behaviours, played by a real

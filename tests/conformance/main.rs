@@ -33,6 +33,7 @@ mod poll;
 mod protocols;
 mod relay;
 mod scenarios;
+mod sendfile;
 #[cfg(feature = "testing")]
 mod sim;
 mod smol;
@@ -131,6 +132,14 @@ macro_rules! conformance {
             #[test]
             fn server_lifecycle() {
                 run(scenarios::server_lifecycle);
+            }
+            #[test]
+            fn sendfile_byte_exact() {
+                run(crate::sendfile::sendfile_byte_exact);
+            }
+            #[test]
+            fn sendfile_fallback_byte_exact() {
+                run(crate::sendfile::sendfile_fallback_byte_exact);
             }
         }
     };

@@ -135,6 +135,22 @@ impl Driver for Poll {
         self.lp.len()
     }
 
+    /// A temporary file, unlinked at once (the open descriptor keeps it).
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("aioport-conformance-sendfile-{}-{n}", std::process::id()));
+        std::fs::write(&path, data).expect("write the file to send");
+        let file = std::fs::File::open(&path).expect("open the file to send");
+        std::fs::remove_file(&path).expect("unlink the file to send");
+        Ok(Box::new(aioport_poll::FileSource::new(file)))
+    }
+
     fn listen_unix(&mut self, mut factory: Factory) -> Option<Listening> {
         let dir = self.unix_dir.get_or_insert_with(|| {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

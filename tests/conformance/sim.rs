@@ -160,6 +160,7 @@ impl Driver for Sim {
             .max_read(40 * 1024)
             .keep_data(false)
             .max_write_buffer(512 * 1024)
+            .zero_copy_sendfile(true)
             .max_steps(STEP_LIMIT);
         Sim { sim: Harness::with_config(Instant::now(), config), next_port: 1, procs: None }
     }
@@ -235,6 +236,15 @@ impl Driver for Sim {
     }
 
     fn prepare_connections(&mut self, _n: usize) {}
+
+    /// A file in memory; the harness's links have no zero-copy, so it goes by the
+    /// fallback.
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        Ok(Box::new(aioport::testing::MemFile::new(data.to_vec())))
+    }
 
     fn transports(&self) -> usize {
         match &self.procs {

@@ -162,6 +162,14 @@ impl<D: Driver + TlsName> Driver for Tls<D> {
         self.inner.listen_unix(factory)
     }
 
+    /// The inner driver's file: through TLS it goes by the fallback.
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        self.inner.sendfile_file(data)
+    }
+
     fn close_listener(&mut self, id: usize) -> bool {
         self.inner.close_listener(id)
     }
@@ -310,6 +318,14 @@ impl Protocol for Tracked {
         outcome: Result<StreamHandle, ConnectionError>,
     ) -> CallbackResult {
         self.p.request_completed(ctx, id, outcome)
+    }
+    fn sendfile_completed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: StreamHandle,
+        outcome: Result<u64, aioport::stream::SendfileError>,
+    ) -> CallbackResult {
+        self.p.sendfile_completed(ctx, h, outcome)
     }
     fn handle_wake(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         self.p.handle_wake(ctx)

@@ -423,6 +423,9 @@ impl RemoteStreams {
             return self.publish(registry, state);
         };
         let high = t.write_buffer_limits().high();
+        // Writes, write_eof and close wait while a sendfile runs (the transport would
+        // refuse the first two; close waits its turn behind them).
+        let sendfile = t.is_sendfile_in_progress();
         let (abort, reading, ops, moved, queued, external) = {
             let mut inner = state.lock();
             inner.scheduled = false;
@@ -431,7 +434,7 @@ impl RemoteStreams {
             let reading = inner.reading.take();
             let mut ops = Vec::new();
             let mut moved = 0;
-            while let Some(op) = inner.ops.pop_front() {
+            while !sendfile && let Some(op) = inner.ops.pop_front() {
                 if let Op::Write(b) = &op {
                     // An empty transport queue always takes one (`high` may be 0).
                     if own > 0 && own >= high {

@@ -82,6 +82,10 @@ pub enum Error {
     /// `process_exited`) or that names no subprocess.
     #[error("no such subprocess: {0}")]
     NoSuchProcess(aioport::HandleError),
+    /// [`Loop::sendfile`](crate::Loop::sendfile) was refused or stopped: see
+    /// [`SendfileError`](aioport::stream::SendfileError) for which.
+    #[error("sendfile failed: {0}")]
+    Sendfile(#[from] aioport::stream::SendfileError),
     /// The poller itself failed (`epoll_wait` or `epoll_ctl` with an error other than
     /// `EINTR`).
     #[error("poller failed: {0}")]

@@ -342,4 +342,18 @@ impl Io for Sockets {
     ) -> io::Result<aioport::datagram::RecvMeta> {
         self.dgram.recv_from(h, buf)
     }
+
+    fn sendfile_supported(&mut self, h: Handle) -> bool {
+        crate::sendfile::supported(self, h)
+    }
+
+    fn try_sendfile(
+        &mut self,
+        h: Handle,
+        file: &dyn aioport::stream::SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        crate::sendfile::try_sendfile(self, h, file, offset, count)
+    }
 }

@@ -94,6 +94,9 @@ impl Loop {
             return self.publish_remote(state);
         };
         let high = t.write_buffer_limits().high();
+        // Writes, write_eof and close wait while a sendfile runs (the transport would
+        // refuse the first two; close waits its turn behind them).
+        let sendfile = t.is_sendfile_in_progress();
         let size = t.write_buffer_size();
         let (abort, reading, ops, moved, queued, external) = {
             let mut inner = state.lock();
@@ -103,7 +106,7 @@ impl Loop {
             let reading = inner.reading.take();
             let mut ops = Vec::new();
             let mut moved = 0;
-            while let Some(op) = inner.ops.pop_front() {
+            while !sendfile && let Some(op) = inner.ops.pop_front() {
                 if let Op::Write(b) = &op {
                     if own > 0 && own >= high {
                         inner.ops.push_front(op);
