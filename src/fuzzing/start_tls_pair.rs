@@ -183,10 +183,11 @@ impl Protocol for Prelude {
 /// once, in order, as plaintext, and nothing of the TLS records is; the plaintext
 /// protocol hears nothing after its switch, and pause/resume alternate for it; without a
 /// fault both sides switch, both handshakes complete and every app byte arrives once, in
-/// order; with one, a prefix; a side that switched either has its app transport or a
-/// [`TlsError`](crate::tls::TlsError) in its session, or its raw transport was reset or
-/// aborted; `connection_lost` exactly once per app transport and per raw transport; no
-/// transport left.
+/// order; with one, a prefix; unless user code ended a transport (abort, close,
+/// `write_eof`), a side that switched either has its app transport or a
+/// [`TlsError`](crate::tls::TlsError) in its session once the run is idle;
+/// `connection_lost` exactly once per app transport and per raw transport; no transport
+/// left.
 pub fn start_tls_pair(data: &[u8]) {
     let Some(mut input) = Input::new(data) else { return };
     let config = sim_config(&mut input);
@@ -236,6 +237,8 @@ pub fn start_tls_pair(data: &[u8]) {
         sessions[i].app().or_else(|| (!seen[i].borrow().switched).then_some(raws[i]))
     };
     let mut faulted = false;
+    // A fault from user code (abort, close, early write_eof), as opposed to a reset link.
+    let mut user_fault = false;
     // Per side: reading paused on this transport.
     let mut paused_reading: [Option<StreamHandle>; 2] = [None; 2];
     while let Some(op) = input.next_op(PAIR_OPS) {
@@ -254,11 +257,11 @@ pub fn start_tls_pair(data: &[u8]) {
                 let Some(h) = target(s) else { continue };
                 match code {
                     0x42 => {
-                        faulted = true;
+                        (faulted, user_fault) = (true, true);
                         let _ = sim.enter(|ctx| ctx.abort(h));
                     }
                     0x43 => {
-                        faulted = true;
+                        (faulted, user_fault) = (true, true);
                         let _ = sim.enter(|ctx| ctx.close(h));
                     }
                     0x45 | 0x46 => {
@@ -269,7 +272,7 @@ pub fn start_tls_pair(data: &[u8]) {
                         });
                     }
                     0x47 => {
-                        faulted = true;
+                        (faulted, user_fault) = (true, true);
                         let _ = sim.enter(|ctx| ctx.write_eof(h));
                     }
                     0x81 => {
@@ -294,6 +297,18 @@ pub fn start_tls_pair(data: &[u8]) {
     sim.advance(Duration::from_secs(3600));
     run_checked(&mut sim, "start_tls_pair");
     let unfinished = !sim.registry().is_empty();
+    if !user_fault {
+        // Only the links failed (if anything): a side that switched either completed its
+        // handshake or holds the typed reason it failed.
+        for (i, session) in sessions.iter().enumerate() {
+            if seen[i].borrow().switched && session.app().is_none() {
+                assert!(
+                    session.error().is_some(),
+                    "start_tls_pair: side {i} switched, has no app transport and no error"
+                );
+            }
+        }
+    }
     if faulted {
         // As in `tls_pair`: the application gives up with abort().
         for i in 0..2 {
