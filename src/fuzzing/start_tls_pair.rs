@@ -189,7 +189,13 @@ impl Protocol for Prelude {
 /// `connection_lost` exactly once per app transport and per raw transport; no transport
 /// left.
 pub fn start_tls_pair(data: &[u8]) {
-    let Some(mut input) = Input::new(data) else { return };
+    run(data);
+}
+
+/// The run behind [`start_tls_pair`]: what each side's plaintext protocol saw (`None`
+/// for an input of an unknown version).
+fn run(data: &[u8]) -> Option<[Seen; 2]> {
+    let mut input = Input::new(data)?;
     let config = sim_config(&mut input);
     let preludes = [transfer(input.u16()), transfer(input.u16())];
     let (total_a, total_b) = (transfer(input.u16()), transfer(input.u16()));
@@ -354,4 +360,55 @@ pub fn start_tls_pair(data: &[u8]) {
         assert_eq!(lost, 1, "{what}'s raw transport received connection_lost {lost} times");
     }
     assert!(sim.registry().is_empty(), "start_tls_pair: {} transports left", sim.registry().len());
+    Some(seen.map(|s| s.take()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `version, sim_config (seed 1, whole sends and reads, 4 * 64 + 64 B buffers, 1 ms),
+    /// preludes, app transfers, write size, flags`.
+    fn input(preludes: [u16; 2], flags: u8) -> Vec<u8> {
+        let mut v = vec![1, 1, 0, 0, 0, 4, 1, 0, 0];
+        for x in [preludes[0], preludes[1], 0x4000 | 900, 0x4000 | 1100] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&[4, flags]);
+        v
+    }
+
+    /// The side that switches first wrote a prelude past the default high-water mark: it
+    /// switches paused, its plaintext queued; the other side reads all of it and hands
+    /// what it read past it (the start of the records, or nothing) to `start_tls`.
+    #[test]
+    fn the_first_side_switches_paused_with_its_prelude_queued() {
+        for tls12 in [0, 1] {
+            for (first, flags) in [(0, 2), (1, 4)] {
+                let mut preludes = [5; 2];
+                preludes[first] = 0xC000 | 6_000; // 66 000 bytes
+                let seen = run(&input(preludes, flags | tls12)).expect("version 1");
+                let (a, b) = (&seen[first], &seen[1 - first]);
+                assert!(a.switched && b.switched, "{seen:?}");
+                assert!(a.paused_at_switch, "{seen:?}");
+                assert!(!b.paused_at_switch, "{seen:?}");
+                assert_eq!((a.written, b.read), (66_000, 66_000));
+                assert_eq!((b.written, a.read), (5, 5));
+                assert_eq!(a.early, 0, "nothing follows the prelude of the side that goes second");
+            }
+        }
+    }
+
+    /// Both sides write at once, small preludes: both switch, neither paused.
+    #[test]
+    fn both_sides_at_once() {
+        for flags in [0, 1, 6, 7] {
+            let seen = run(&input([0x4000 | 500, 0x4000 | 700], flags)).expect("version 1");
+            for s in &seen {
+                assert!(s.switched && !s.paused_at_switch && s.lost == 0, "{seen:?}");
+            }
+            assert_eq!((seen[0].written, seen[1].read), (500, 500));
+            assert_eq!((seen[1].written, seen[0].read), (700, 700));
+        }
+    }
 }
