@@ -310,7 +310,11 @@ fn run(data: &[u8]) -> Option<[Seen; 2]> {
             if seen[i].borrow().switched && session.app().is_none() {
                 assert!(
                     session.error().is_some(),
-                    "start_tls_pair: side {i} switched, has no app transport and no error"
+                    "start_tls_pair: side {i} switched, has no app transport and no error \
+                     (faulted: {faulted}; seen: {:?}; raw transcript: {:?}; {} transports left)",
+                    seen[i].borrow(),
+                    sim.transcript(raws[i]),
+                    sim.registry().len()
                 );
             }
         }
