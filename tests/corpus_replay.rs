@@ -9,6 +9,8 @@ type Target = fn(&[u8]);
 const TARGETS: &[(&str, Target)] = &[
     #[cfg(feature = "tls")]
     ("tls_pair", aioport::fuzzing::tls_pair),
+    #[cfg(feature = "tls")]
+    ("start_tls_pair", aioport::fuzzing::start_tls_pair),
     ("stream_ops", aioport::fuzzing::stream_ops),
     ("buffered_stream_ops", aioport::fuzzing::buffered_stream_ops),
     ("registry_ops", aioport::fuzzing::registry_ops),
@@ -63,7 +65,7 @@ macro_rules! corpus {
 #[cfg(feature = "tls")]
 mod corpus_tls {
     use super::*;
-    corpus!(tls_pair);
+    corpus!(tls_pair, start_tls_pair);
 }
 
 mod corpus {

@@ -27,6 +27,7 @@
 //! | [`limits`] | [`WriteBufferLimits`](crate::WriteBufferLimits) and [`FlowControl`](crate::FlowControl): limits, sizes at the marks, external pending bytes up to `usize::MAX`, hard limits, swaps, freezing | a tiny model written differently (the history of states since the view changed) |
 //! | [`pair`] | two protocols streaming to each other over [`Sim`](crate::testing::Sim) links with decoded faults (partial sends and reads, refusals, latency, small buffers, stalls) and a decoded schedule (abort, close, reset, early `write_eof`, read pauses, limit changes) | the harness's invariant checker after every step; bytes delivered == bytes written (a prefix after a fault); one `connection_lost` each |
 //! | `tls_pair` (feature `tls`) | `pair` with a TLS client and server engine under the two sides (TLS 1.3 or 1.2 by the input; a fixed Ed25519 certificate checked in virtual time); the schedule acts on the app transports, resets and stalls on the raw ones | the harness's checker after every step; without a fault both handshakes complete and every byte arrives; with one, a prefix; one `connection_lost` per app transport that was made; no transport left |
+//! | `start_tls_pair` (feature `tls`) | a plaintext prelude each way (own patterns, honouring `pause_writing`, the rest queued at the switch), then `Ctx::start_tls` on the same connection — client first, server first or both at once, with the bytes read past the prelude handed over — and `tls_pair`'s streams over TLS; the schedule acts on the app transport, or on the raw one before the switch | the harness's checker after every step; every prelude byte read once, in order, as plaintext; the plaintext protocol hears nothing after its switch and alternates pause/resume; without a fault both sides switch, both handshakes complete and every app byte arrives; with one, a prefix; unless user code ended a transport, a side that switched has its app transport or a typed `TlsError`; one `connection_lost` per app and per raw transport; no transport left |
 //! | [`datagram_ops`] | one datagram endpoint (connected or not) over a socket that accepts a granted number of datagrams, fails a send on demand, and holds the peer's datagrams, receive errors and oversized datagrams; completion-style delivery and `EPOLLERR` | the datagram reference model ([`DatagramModel`](crate::testing::model::DatagramModel)): callbacks, `sendto` results, state, user-face queries and the datagrams the socket took (whole, in order, to the right address) after every step; quiescence; every accepted datagram transmitted, reported, dropped by `abort` or queued — exactly once |
 //! | [`subprocess_ops`] | one child whose stdin, stdout and stderr are piped as the header says, over a scripted child: stdin accepts a granted budget, then `WouldBlock`, or `BrokenPipe` once the child closed its end; stdout and stderr hold what the child wrote and its EOF; the spawn and the exit (a code or a signal, before or after the pipes' EOF) reported when told | the subprocess reference model ([`SubprocessModel`](crate::testing::model::SubprocessModel)): callbacks per channel (process, each fd) and how the channels relate, write and signal results, the signals that reached the driver (never one after the exit was reported), the return code, pid and pipe getters, state, interest, `Io::close` per pipe, every byte checked where it arrives |
 //!
@@ -367,6 +368,8 @@ mod decode;
 mod limits;
 mod pair;
 mod registry;
+#[cfg(feature = "tls")]
+mod start_tls_pair;
 mod stream;
 mod subprocess;
 #[cfg(test)]
@@ -382,6 +385,8 @@ pub use decode::{FORMAT_VERSION, Input, Op, OpSpec};
 pub use limits::{LIMITS_OPS, limits};
 pub use pair::{PAIR_OPS, PEER_OPS, PeerRun, drive_peer, pair, sim_config};
 pub use registry::{REGISTRY_OPS, describe_registry, registry_ops};
+#[cfg(feature = "tls")]
+pub use start_tls_pair::start_tls_pair;
 pub use stream::{
     STREAM_OPS, StreamStep, Via, buffered_stream_ops, check_against_model, describe_stream,
     stream_ops,

@@ -65,7 +65,7 @@ const KEY: &[u8] = &[
 const NOW_UNIX: u64 = 1_800_000_000;
 
 /// Client and server configurations for TLS 1.3 (`[0]`) and TLS 1.2 (`[1]`), built once.
-fn configs() -> &'static [(TlsClient, TlsServer); 2] {
+pub(super) fn configs() -> &'static [(TlsClient, TlsServer); 2] {
     static CONFIGS: OnceLock<[(TlsClient, TlsServer); 2]> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         let build = |version: &'static rustls::SupportedProtocolVersion| {

@@ -322,9 +322,14 @@ impl TlsEngine {
     /// alerts and shutdown records always — and notes whether it is paused now.
     fn hand_over(&mut self, ctx: &mut Ctx<'_>, raw: StreamHandle) {
         let force = self.phase != Phase::Open;
+        // Decided on the raw transport's state now, not on `blocked` as the last call
+        // left it: `resume_writing` runs this with `blocked` still set, and ciphertext
+        // made while paused (the client's Finished and the app's first bytes, when the
+        // handshake completed then) would wait for a resume that already came.
+        let paused = ctx.is_writing_paused(raw).unwrap_or(true);
         let data = {
             let mut s = self.shared.borrow_mut();
-            if s.out.is_empty() || (s.blocked && !force) {
+            if s.out.is_empty() || (paused && !force) {
                 None
             } else {
                 Some(std::mem::take(&mut s.out))
