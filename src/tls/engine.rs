@@ -480,10 +480,8 @@ impl Protocol for TlsEngine {
 
     fn resume_writing(&mut self, ctx: &mut Ctx<'_>) -> CallbackResult {
         self.start(ctx)?;
-        // Not paused any more: without this, ciphertext already waiting in `out` (a
-        // `close_notify` from `write_eof` while the raw transport was paused) stayed
-        // there when the app had nothing queued to pull (found by the sendfile scenario).
-        self.shared.borrow_mut().blocked = false;
+        // `hand_over` reads the raw transport's state afresh: what waits in `out` (a
+        // `close_notify`, a handshake's last flight) goes out now.
         self.pump(ctx)
     }
 
