@@ -124,10 +124,10 @@
 //!
 //! A [`LoopHandle`] runs closures on the loop (`call_soon_threadsafe`) and stops it; a
 //! [`RemoteStream`] ([`Loop::remote_stream`]) is one transport's handle for other
-//! threads, the same type as `aioport-tokio`'s: writes wait in a queue bounded at the
-//! transport's high-water mark and count in its `write_buffer_size()`, so the protocol's
-//! flow control sees them; blocking waits take a timeout, and `async` variants work on
-//! any executor.
+//! threads, with the rules of the tokio and smol drivers' `RemoteStream`: writes wait in
+//! a queue bounded at the transport's high-water mark and count in its
+//! `write_buffer_size()`, so the protocol's flow control sees them. Here the waits block
+//! with a timeout, and `*_async` variants work on any executor.
 //!
 //! ```
 //! use std::cell::RefCell;

@@ -337,7 +337,9 @@ fn the_child_inherits_no_other_descriptor() {
     block_on(async {
         let mut lp = new_loop();
         // Another child's pipes exist while this one starts: none may leak into it.
-        let (h1, s1) = sh(&mut lp, "read x", SubprocessOptions::default());
+        // `sleep`, not `read`: close() shuts stdin first, and a child that exits on that
+        // EOF may beat the SIGKILL (return code 1 instead of -9) on a loaded machine.
+        let (h1, s1) = sh(&mut lp, "exec sleep 30", SubprocessOptions::default());
         let (_, s) = sh(&mut lp, "ls /proc/$$/fd", SubprocessOptions::default());
         run_until_lost(&mut lp, &s).await;
         let fds: BTreeSet<String> = String::from_utf8_lossy(&s.borrow().out)

@@ -64,8 +64,6 @@ impl Run {
                     }
                     Traced::Lost
                 }
-                // Not a callback: the per-protocol checks (`heard`) follow swaps.
-                Trace::ProtocolSwapped => return,
                 _ => Traced::Other,
             };
             if w.known.borrow().iter().any(|k| k.h == h && k.poisoned) {

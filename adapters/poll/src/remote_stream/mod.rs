@@ -146,9 +146,11 @@ impl Wake for Unpark {
 /// A `Send + Sync + Clone` handle to one stream transport of a [`Loop`](crate::Loop),
 /// for other threads: write (waiting while the peer does not keep up), `write_eof`,
 /// close, abort, pause and resume reading, wait for the buffer to drain or for the
-/// connection to end. Made by [`Loop::remote_stream`](crate::Loop::remote_stream); the
-/// same type and methods as `aioport-tokio`'s, with blocking waits bounded by a timeout
-/// beside the `async` ones (which need no runtime: they are woken by the loop's thread).
+/// connection to end. Made by [`Loop::remote_stream`](crate::Loop::remote_stream). The
+/// tokio and smol drivers' `RemoteStream` has the same rules and method names, but it is
+/// a different type: its waits are `async`, where this one's `write`, `drain` and
+/// `wait_closed` block with a timeout and `*_async` variants need no runtime (the loop's
+/// thread wakes them).
 ///
 /// * Writes go through a queue bounded in bytes at the transport's high-water mark:
 ///   [`try_write`](Self::try_write) returns [`WriteError::BufferFull`] when it is full,
