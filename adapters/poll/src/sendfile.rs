@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use aioport::stream::{SendfileError, SendfileFallback, SendfileSource};
 use aioport::{Handle, WriteHandle};
-use aioport_async_kit::sendfile::try_sendfile_fd;
 pub use aioport_async_kit::sendfile::FileSource;
+use aioport_async_kit::sendfile::try_sendfile_fd;
 
 use crate::Error;
 use crate::event_loop::{Loop, RunGuard};

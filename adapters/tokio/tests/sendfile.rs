@@ -59,7 +59,8 @@ fn file_with(data: &[u8]) -> File {
 
 /// FNV-1a, a checksum of what arrived.
 fn checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    data.iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Accepts one connection on a std listener and reads it to EOF (bounded by a read
