@@ -128,6 +128,19 @@ fn offset_and_count_leave_the_file_position_after_the_bytes_sent() {
             .expect("zero-copy sendfile");
         assert_eq!(sent, 1000);
         assert_eq!(file.stream_position().expect("position"), 100_000);
+        // At or past the end: nothing sent, the position left alone.
+        let sent = tokio::time::timeout(LIMIT, lp.sendfile(h, &file, 200_000, None, false))
+            .await
+            .expect("sendfile within the limit")
+            .expect("zero-copy sendfile");
+        assert_eq!(sent, 0);
+        assert_eq!(file.stream_position().expect("position"), 100_000);
+        // A zero count is refused (asyncio's `ValueError`).
+        let r = lp.sendfile(h, &file, 0, Some(0), false).await;
+        assert!(
+            matches!(r, Err(Error::Sendfile(SendfileError::ZeroCount))),
+            "expected ZeroCount, got {r:?}"
+        );
         close(&mut lp, h).await;
         let got = reader.join().expect("reader");
         let mut want = data[1000..6000].to_vec();
