@@ -146,3 +146,17 @@ pub fn sendfile_byte_exact<D: Driver>(d: &mut D) {
 pub fn sendfile_fallback_byte_exact<D: Driver>(d: &mut D) {
     run(d, "sendfile_fallback_byte_exact", SendfileFallback::Force);
 }
+
+/// A temporary file holding `data`, unlinked at once (the open descriptor keeps it): the
+/// file the tokio and smol drivers send zero-copy.
+pub(crate) fn unlinked_file(data: &[u8]) -> std::fs::File {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir()
+        .join(format!("aioport-conformance-sendfile-kit-{}-{n}", std::process::id()));
+    std::fs::write(&path, data).expect("write the file to send");
+    let file = std::fs::File::open(&path).expect("open the file to send");
+    std::fs::remove_file(&path).expect("unlink the file to send");
+    file
+}

@@ -148,6 +148,15 @@ impl Driver for Smol {
         self.lp.len()
     }
 
+    /// A temporary file, sent zero-copy by the driver's `Io::try_sendfile`.
+    fn sendfile_file(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Box<dyn aioport::stream::SendfileSource>, String> {
+        let file = crate::sendfile::unlinked_file(data);
+        Ok(Box::new(aioport_smol::FileSource::new(file)))
+    }
+
     fn datagram_endpoint(
         &mut self,
         protocol: Box<dyn DatagramProtocol>,

@@ -87,6 +87,12 @@ pub enum Error {
     /// its condition held.
     #[error("timed out before the condition held")]
     TimedOut,
+    /// The loop's `sendfile` was refused at the start (a zero count, a closing transport,
+    /// no zero-copy with the fallback denied, a stale handle) or stopped (the transport
+    /// was closed or failed, the file could not be read): the
+    /// [`SendfileError`](aioport::stream::SendfileError) says which.
+    #[error("sendfile failed: {0}")]
+    Sendfile(#[from] aioport::stream::SendfileError),
     /// Resolving the address to listen on failed.
     #[error("cannot resolve the address: {0}")]
     Io(#[from] io::Error),

@@ -34,6 +34,7 @@ pub mod pipe;
 pub mod process;
 mod remote;
 mod remote_stream;
+pub mod sendfile;
 mod server;
 pub mod sys;
 mod thread;

@@ -2,70 +2,18 @@
 //! core's flow-controlled fallback elsewhere (TLS transports, pipes), asyncio's
 //! `loop.sendfile` as [`Loop::sendfile`].
 
-use std::any::Any;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use aioport::stream::{SendfileError, SendfileFallback, SendfileSource};
 use aioport::{Handle, WriteHandle};
+pub use aioport_async_kit::sendfile::FileSource;
+use aioport_async_kit::sendfile::try_sendfile_fd;
 
 use crate::Error;
 use crate::event_loop::{Loop, RunGuard};
 use crate::sockets::{Sock, Sockets};
-
-/// A file to send with [`Ctx::sendfile`](aioport::Ctx::sendfile) on this loop: zero-copy
-/// through `sendfile(2)` to a TCP or Unix socket, read with `pread` for the fallback.
-/// The file position is never used or moved.
-///
-/// ```
-/// # fn main() -> std::io::Result<()> {
-/// use aioport::stream::SendfileSource;
-/// use aioport_poll::FileSource;
-///
-/// let path = std::env::temp_dir().join(format!("aioport-doc-{}", std::process::id()));
-/// std::fs::write(&path, b"hello, file")?;
-/// let source = FileSource::new(std::fs::File::open(&path)?);
-/// let mut buf = [0; 4];
-/// assert_eq!(source.read_at(7, &mut buf)?, 4);
-/// assert_eq!(&buf, b"file");
-/// std::fs::remove_file(&path)?;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct FileSource {
-    file: File,
-}
-
-impl FileSource {
-    /// Wraps an open file (readable; its position does not matter).
-    pub fn new(file: File) -> Self {
-        FileSource { file }
-    }
-
-    /// The file.
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-}
-
-impl From<File> for FileSource {
-    fn from(file: File) -> Self {
-        FileSource::new(file)
-    }
-}
-
-impl SendfileSource for FileSource {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
 
 /// Zero-copy to stream sockets only: pipes (and children's stdin) use the fallback.
 pub(crate) fn supported(io: &Sockets, h: Handle) -> bool {
@@ -83,29 +31,14 @@ pub(crate) fn try_sendfile(
     count: usize,
 ) -> io::Result<usize> {
     let Some(c) = io.get_mut(h) else { return Err(io::ErrorKind::Unsupported.into()) };
-    let Some(source) = file.as_any().downcast_ref::<FileSource>() else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "aioport-poll: zero-copy sendfile needs an aioport_poll::FileSource",
-        ));
-    };
     if !c.writable {
         return Err(io::ErrorKind::WouldBlock.into());
     }
-    let mut off = offset;
-    loop {
-        match rustix::fs::sendfile(c.sock.fd(), &source.file, Some(&mut off), count) {
-            Ok(n) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => {
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    c.writable = false;
-                }
-                return Err(e);
-            }
-        }
+    let r = try_sendfile_fd(c.sock.fd(), file, offset, count);
+    if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock) {
+        c.writable = false;
     }
+    r
 }
 
 impl Loop {

@@ -409,7 +409,7 @@ impl Loop {
     pub(crate) async fn run_bounded(
         &mut self,
         stoppable: bool,
-        done: impl FnMut(&Loop) -> bool,
+        done: impl FnMut(&mut Loop) -> bool,
         timeout: Duration,
     ) -> Result<(), Error> {
         let mut run = pin!(self.run(stoppable, done));
@@ -446,7 +446,7 @@ impl Loop {
 
     /// The loop future: turns until `done`, or a stop when `stoppable`; it yields by
     /// itself every [`TURNS_PER_POLL`] turns.
-    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
+    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&mut Loop) -> bool) {
         poll_fn(|cx| self.poll_turns(cx, stoppable, &mut done)).await;
     }
 
@@ -454,7 +454,7 @@ impl Loop {
         &mut self,
         cx: &mut Context<'_>,
         stoppable: bool,
-        done: &mut dyn FnMut(&Loop) -> bool,
+        done: &mut dyn FnMut(&mut Loop) -> bool,
     ) -> Poll<()> {
         self.shared.set_waker(cx.waker());
         for _ in 0..TURNS_PER_POLL {

@@ -125,6 +125,7 @@ mod event_loop;
 mod lifecycle;
 mod pipes;
 mod process;
+mod sendfile;
 mod server;
 mod sockets;
 mod thread;
@@ -138,5 +139,6 @@ pub use aioport_async_kit::{
 };
 pub use event_loop::Loop;
 pub use process::{Stdio, SubprocessOptions};
+pub use sendfile::FileSource;
 pub use server::{ProtocolFactory, Server};
 pub use thread::spawn_loop;

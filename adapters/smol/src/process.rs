@@ -202,7 +202,7 @@ impl Loop {
             Err(_) => return Err(Error::NoSuchProcess(HandleError::Stale)),
         }
         self.waited = Some((h.handle(), None));
-        let exited = |lp: &Loop| lp.waited.is_some_and(|(_, code)| code.is_some());
+        let exited = |lp: &mut Loop| lp.waited.is_some_and(|(_, code)| code.is_some());
         let r = self.run_bounded(false, exited, timeout).await;
         let code = self.waited.take().and_then(|(_, c)| c);
         r?;

@@ -22,6 +22,7 @@ use aioport::datagram::RecvMeta;
 use aioport::{DatagramAddr, Handle, Io};
 use aioport_async_kit::datagram;
 use aioport_async_kit::process::Child;
+use aioport_async_kit::sendfile::try_sendfile_fd;
 use async_io::Async;
 
 use crate::ServerId;
@@ -262,6 +263,27 @@ impl Io for Sockets {
                 r => return r,
             }
         }
+    }
+
+    fn sendfile_supported(&mut self, h: Handle) -> bool {
+        self.get(h).is_some_and(|c| matches!(c.sock, Sock::Tcp(_) | Sock::Unix(_)))
+    }
+
+    /// A plain `sendfile(2)` on the socket, as `try_send` is a plain `send`: on
+    /// `WouldBlock` the loop arms the connection's writable waker (the transport wants to
+    /// write while a sendfile runs).
+    fn try_sendfile(
+        &mut self,
+        h: Handle,
+        file: &dyn aioport::stream::SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let c = self.get(h).ok_or_else(not_open)?;
+        if !matches!(c.sock, Sock::Tcp(_) | Sock::Unix(_)) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        try_sendfile_fd(c.sock.fd(), file, offset, count)
     }
 
     fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {

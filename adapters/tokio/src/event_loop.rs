@@ -378,7 +378,7 @@ impl Loop {
     /// The loop future: turns until `done`, or a stop when `stoppable`. Tokio's
     /// cooperative budget is off inside it (a budget used up would make every socket
     /// look not ready); the loop yields by itself every [`TURNS_PER_POLL`] turns.
-    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&Loop) -> bool) {
+    pub(crate) async fn run(&mut self, stoppable: bool, mut done: impl FnMut(&mut Loop) -> bool) {
         let turns = poll_fn(|cx| self.poll_turns(cx, stoppable, &mut done));
         tokio::task::unconstrained(turns).await;
     }
@@ -387,7 +387,7 @@ impl Loop {
         &mut self,
         cx: &mut Context<'_>,
         stoppable: bool,
-        done: &mut dyn FnMut(&Loop) -> bool,
+        done: &mut dyn FnMut(&mut Loop) -> bool,
     ) -> Poll<()> {
         self.shared.set_waker(cx.waker());
         for _ in 0..TURNS_PER_POLL {

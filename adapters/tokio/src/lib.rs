@@ -136,6 +136,7 @@ mod lifecycle;
 mod loops;
 mod pipes;
 mod process;
+mod sendfile;
 mod server;
 mod sockets;
 mod thread;
@@ -150,5 +151,6 @@ pub use aioport_async_kit::{
 pub use event_loop::Loop;
 pub use loops::{LoopGroup, ServerGroup, loops_per_core, spawn_loops, spawn_server};
 pub use process::{Stdio, SubprocessOptions};
+pub use sendfile::FileSource;
 pub use server::{ProtocolFactory, Server};
 pub use thread::{LoopThread, Runtime, spawn_loop};

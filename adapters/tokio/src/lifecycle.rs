@@ -44,7 +44,7 @@ impl Loop {
     /// [`Error::TimedOut`] when connections are still open (or the server still listens)
     /// after `timeout`.
     pub async fn wait_closed(&mut self, id: ServerId, timeout: Duration) -> Result<(), Error> {
-        let ended = move |lp: &Loop| !lp.is_serving(id) && lp.io.client_count(id) == 0;
+        let ended = move |lp: &mut Loop| !lp.is_serving(id) && lp.io.client_count(id) == 0;
         tokio::time::timeout(timeout, self.run(false, ended)).await.map_err(|_| Error::TimedOut)
     }
 

@@ -22,6 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::net::{TcpStream, UnixStream};
 
 use aioport_async_kit::ServerId;
+use aioport_async_kit::sendfile::try_sendfile_fd;
 use aioport_async_kit::wake::{Key, KeyWaker, Shared};
 
 /// A connected stream socket, or one end of a pipe (or any descriptor a pipe transport
@@ -384,6 +385,54 @@ impl Io for Sockets {
                 Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
             }
         }
+    }
+
+    fn sendfile_supported(&mut self, h: Handle) -> bool {
+        self.get_mut(h).is_some_and(|c| matches!(c.sock, Sock::Tcp(_) | Sock::Unix(_)))
+    }
+
+    /// `sendfile(2)` inside tokio's `try_io`, which clears the write readiness on
+    /// `WouldBlock`; `poll_write_ready` then stores the connection's waker, as tokio's
+    /// `poll_write` does for a refused `try_send`.
+    fn try_sendfile(
+        &mut self,
+        h: Handle,
+        file: &dyn aioport::stream::SendfileSource,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let c = self.get_mut(h).ok_or_else(not_open)?;
+        if c.end_idle() {
+            self.rearm.push(h);
+        }
+        let c = self.get_mut(h).ok_or_else(not_open)?;
+        let mut cx = Context::from_waker(&c.waker);
+        let fd = c.sock.fd();
+        let send = || try_sendfile_fd(fd, file, offset, count);
+        // Bounded: each `WouldBlock` clears the readiness, so the next `poll_write_ready`
+        // is `Pending` unless a new edge came in between.
+        for _ in 0..16 {
+            match c.sock.poll_write_ready(&mut cx) {
+                Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(())) => {}
+            }
+            let r = match &c.sock {
+                Sock::Tcp(s) => s.try_io(Interest::WRITABLE, send),
+                Sock::Unix(s) => s.try_io(Interest::WRITABLE, send),
+                // Never asked: `sendfile_supported` says no for pipes.
+                Sock::PipeRead(_) | Sock::PipeWrite(_) => {
+                    return Err(io::ErrorKind::Unsupported.into());
+                }
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+        }
+        // Still racing edges: report `WouldBlock` with the waker stored.
+        let _ = c.sock.poll_write_ready(&mut cx);
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     fn try_recv(&mut self, h: Handle, buf: &mut [u8]) -> io::Result<usize> {
