@@ -23,17 +23,17 @@ impl Loop {
     /// negotiated ([`TlsSession::info`]). Other transports are served meanwhile.
     ///
     /// The handshake is bounded by [`TlsOptions::handshake_timeout`](aioport::tls::TlsOptions::handshake_timeout)
-    /// (60 s by default). From inside a callback use [`Ctx::connect`] with
+    /// (60 s by default). From inside a callback use [`Ctx::connect`](aioport::Ctx::connect) with
     /// [`TlsClient::engine`]: its `request_completed` likewise waits for the handshake and
     /// names the app's transport.
     ///
     /// # Errors
     ///
     /// [`Error::Connect`] when the TCP (or Unix) connection failed; [`Error::Tls`] when the
-    /// handshake failed — [`TlsError::Handshake`] for a rejected certificate or a wrong
-    /// name (see [`TlsError::is_certificate_error`]), [`TlsError::PeerClosed`],
-    /// [`TlsError::HandshakeTimeout`], [`TlsError::ConnectionLost`] — or rustls refused the
-    /// configuration ([`TlsError::Config`]); `app` then saw no callback at all.
+    /// handshake failed — [`TlsError::Handshake`](aioport::tls::TlsError::Handshake) for a rejected certificate or a wrong
+    /// name (see [`TlsError::is_certificate_error`](aioport::tls::TlsError::is_certificate_error)), [`TlsError::PeerClosed`](aioport::tls::TlsError::PeerClosed),
+    /// [`TlsError::HandshakeTimeout`](aioport::tls::TlsError::HandshakeTimeout), [`TlsError::ConnectionLost`](aioport::tls::TlsError::ConnectionLost) — or rustls refused the
+    /// configuration ([`TlsError::Config`](aioport::tls::TlsError::Config)); `app` then saw no callback at all.
     /// [`Error::AlreadyRunning`] and [`Error::Io`] as for
     /// [`create_connection`](Self::create_connection).
     ///
@@ -106,10 +106,10 @@ impl Loop {
     /// completed (asyncio's `await loop.start_tls(transport, protocol, sslcontext)`, for
     /// STARTTLS): `engine` (from [`TlsClient::engine`] or [`TlsServer::engine`], with the
     /// app protocol that runs over TLS) takes `h` over through the protocol swap, as
-    /// [`Ctx::start_tls`] describes — what was written to `h` goes out first, in
+    /// [`Ctx::start_tls`](aioport::Ctx::start_tls) describes — what was written to `h` goes out first, in
     /// plaintext; `received` are bytes already read past the upgrade point; the paused
     /// state is inherited. Returns the app's transport (its `connection_made` was
-    /// delivered) and the session. From inside a callback use [`Ctx::start_tls`].
+    /// delivered) and the session. From inside a callback use [`Ctx::start_tls`](aioport::Ctx::start_tls).
     ///
     /// # Errors
     ///
@@ -146,7 +146,7 @@ impl Loop {
     /// A failed handshake never reaches `factory` or an app protocol. TLS errors and
     /// handshake timeouts go to the loop's error hook
     /// ([`ErrorReport::Callback`](crate::ErrorReport::Callback) with
-    /// [`LoopError::Reported`](aioport::LoopError::Reported), the [`TlsError`] as the
+    /// [`LoopError::Reported`](aioport::LoopError::Reported), the [`TlsError`](aioport::tls::TlsError) as the
     /// error's source); a peer that merely closed or reset does not (asyncio logs no
     /// `OSError` there: port scanners and health checks would flood the log).
     ///
