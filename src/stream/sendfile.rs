@@ -160,6 +160,18 @@ pub enum SendfileError {
     Handle(#[from] crate::HandleError),
 }
 
+impl SendfileError {
+    /// Bytes sent before the sendfile stopped: 0 for a refusal at the start.
+    pub fn sent(&self) -> u64 {
+        match self {
+            SendfileError::Closed { sent }
+            | SendfileError::ConnectionLost { sent, .. }
+            | SendfileError::File { sent, .. } => *sent,
+            _ => 0,
+        }
+    }
+}
+
 /// What one pump of a sendfile came to.
 enum Step {
     /// Waiting for writability or for the buffer to drain.

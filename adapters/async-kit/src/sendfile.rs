@@ -5,11 +5,11 @@
 
 use std::any::Any;
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 
-use aioport::stream::SendfileSource;
+use aioport::stream::{SendfileError, SendfileSource};
 
 /// A file to send with [`Ctx::sendfile`](aioport::Ctx::sendfile): zero-copy through
 /// `sendfile(2)` to a TCP or Unix socket on the drivers that have it (the poll loop,
@@ -92,4 +92,27 @@ pub fn try_sendfile_fd(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Leaves `file`'s position where asyncio's `loop.sendfile` does: at `offset` plus the
+/// bytes sent when any were sent, unchanged otherwise. Shared by the drivers'
+/// `Loop::sendfile`.
+///
+/// # Errors
+///
+/// The seek's.
+pub fn seek_past_sent(
+    file: &File,
+    offset: u64,
+    outcome: &Result<u64, SendfileError>,
+) -> io::Result<()> {
+    let sent = match outcome {
+        Ok(n) => *n,
+        Err(e) => e.sent(),
+    };
+    if sent > 0 {
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset.saturating_add(sent)))?;
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! `loop.sendfile` as [`Loop::sendfile`].
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
+use std::io;
 use std::time::Instant;
 
 use aioport::stream::{SendfileError, SendfileFallback, SendfileSource};
@@ -89,19 +89,7 @@ impl Loop {
             }
             self.turn(None)?;
         };
-        let sent = match &outcome {
-            Ok(n) => *n,
-            Err(
-                SendfileError::Closed { sent }
-                | SendfileError::ConnectionLost { sent, .. }
-                | SendfileError::File { sent, .. },
-            ) => *sent,
-            Err(_) => 0,
-        };
-        if sent > 0 {
-            let mut f = file;
-            f.seek(SeekFrom::Start(offset.saturating_add(sent)))?;
-        }
+        aioport_async_kit::sendfile::seek_past_sent(file, offset, &outcome)?;
         Ok(outcome?)
     }
 

@@ -3,7 +3,6 @@
 //! [`FileSource`], shared with the other drivers.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::time::Instant;
 
 use aioport::stream::{SendfileError, SendfileFallback};
@@ -64,19 +63,7 @@ impl Loop {
         .await;
         // `run` returns only once the outcome is in.
         let outcome = outcome.unwrap_or(Err(SendfileError::Closed { sent: 0 }));
-        let sent = match &outcome {
-            Ok(n) => *n,
-            Err(
-                SendfileError::Closed { sent }
-                | SendfileError::ConnectionLost { sent, .. }
-                | SendfileError::File { sent, .. },
-            ) => *sent,
-            Err(_) => 0,
-        };
-        if sent > 0 {
-            let mut f = file;
-            f.seek(SeekFrom::Start(offset.saturating_add(sent)))?;
-        }
+        aioport_async_kit::sendfile::seek_past_sent(file, offset, &outcome)?;
         Ok(outcome?)
     }
 }
